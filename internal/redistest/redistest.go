@@ -1,0 +1,174 @@
+// Package redistest starts the Redis servers tests run against: the embedded
+// one (miniredis) and a real redis-server on a free loopback port.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a real redis-server process owned by a test.
+type Server struct {
+	Addr string
+	cmd  *exec.Cmd
+	port int
+	dir  string
+	tb   testing.TB
+}
+
+// binary finds redis-server: $REDIS_SERVER, then PATH, then the Debian path.
+func binary() (string, error) {
+	if p := os.Getenv("REDIS_SERVER"); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
+		return "/usr/bin/redis-server", nil
+	}
+	return "", fmt.Errorf("redis-server not found: install it (apt-get install -y redis-server) or set REDIS_SERVER; `make test` and .ci/run do this for you")
+}
+
+// StartServer starts redis-server on a free loopback port, with no
+// persistence, and stops it when the test ends. A missing redis-server fails
+// the test: these tests are never skipped.
+func StartServer(tb testing.TB) *Server {
+	tb.Helper()
+	bin, err := binary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{dir: tb.TempDir(), tb: tb}
+	var lastErr error
+	for range 5 {
+		s.port = freePort(tb)
+		if lastErr = s.start(bin); lastErr == nil {
+			tb.Cleanup(s.stop)
+			return s
+		}
+	}
+	tb.Fatalf("redis-server did not start: %v", lastErr)
+	return nil
+}
+
+func (s *Server) start(bin string) error {
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	s.cmd = exec.Command(bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		"--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
+	)
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("redis-server exited: %v: %s", err, s.log())
+		default:
+		}
+		c := redis.NewClient(&redis.Options{Addr: s.Addr})
+		err := c.Ping(context.Background()).Err()
+		c.Close()
+		if err == nil {
+			go func() { <-exited }()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = s.cmd.Process.Kill()
+	return fmt.Errorf("redis-server on %s did not answer PING: %s", s.Addr, s.log())
+}
+
+func (s *Server) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func (s *Server) stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		s.cmd = nil
+	}
+}
+
+// Stop kills the server now (to test what happens when Redis goes away).
+func (s *Server) Stop() {
+	s.stop()
+	// Wait until the port is closed so clients see the outage.
+	for range 200 {
+		c, err := net.DialTimeout("tcp", s.Addr, 50*time.Millisecond)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Restart starts the server again on the same port (empty: no persistence).
+func (s *Server) Restart() {
+	s.tb.Helper()
+	bin, err := binary()
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	if err := s.start(bin); err != nil {
+		s.tb.Fatal(err)
+	}
+}
+
+// URL returns the server's redis:// URL.
+func (s *Server) URL() string { return "redis://" + s.Addr }
+
+// Client returns a new client of the server, closed when the test ends.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Embedded starts a miniredis and returns it with a client of it.
+func Embedded(tb testing.TB) (*miniredis.Miniredis, *redis.Client) {
+	m := miniredis.RunT(tb)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	tb.Cleanup(func() { c.Close() })
+	return m, c
+}
+
+var prefixes atomic.Int64
+
+// Prefix returns a key prefix with a hash tag unique to this process and
+// call, so that tests sharing one redis-server never see each other's keys.
+func Prefix() string {
+	return fmt.Sprintf("{t%d-%d}", os.Getpid(), prefixes.Add(1))
+}
+
+func freePort(tb testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
