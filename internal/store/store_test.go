@@ -54,7 +54,6 @@ func newStore(t *testing.T, b backend) *store.Store {
 	return store.New(b.client(t), store.Options{Prefix: redistest.Prefix(), Now: func() time.Time { return t0 }})
 }
 
-
 var (
 	actor   = audit.Actor{ID: "1001", Email: "ada@example.com", Team: "Support", Role: "Admin"}
 	subject = audit.Subject{Collection: "users", ID: "42"}

@@ -1,0 +1,40 @@
+# impersonator — `make help` lists the targets.
+GO      ?= go
+BIN     ?= bin/impersonator
+PKGS    ?= ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## start the service on its embedded defaults (in-process Redis, generated dev key)
+	$(GO) run ./cmd/impersonator serve
+
+.PHONY: build
+build: ## build the binary into bin/
+	$(GO) build -trimpath -o $(BIN) ./cmd/impersonator
+
+.PHONY: test
+test: test-deps ## run every test, against the embedded Redis, a real redis-server and headless Chromium
+	$(GO) test -race -count=1 $(PKGS)
+
+.PHONY: test-deps
+test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium)
+	@scripts/test-deps
+
+.PHONY: bench
+bench: test-deps ## run the benchmarks and print figures
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## fuzz the token verifier for 30s
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/token
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)

@@ -1,0 +1,84 @@
+// Command impersonator is a service that lets support staff log in as a
+// customer safely: short-lived, signed, single-use impersonation tokens, a
+// login endpoint that redeems each exactly once into a short, marked,
+// revocable session, and an audit log of all of it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "impersonator:", err)
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned after usage was printed for a bad command line.
+var errUsage = errors.New("usage")
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+}
+
+// commands lists the subcommands in the order --help shows them.
+func commands() []command {
+	return []command{
+		{"serve", "run the service (configuration from the environment or flags; serve --help)", runServe},
+		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
+		{"version", "print the version", runVersion},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `impersonator: safe "log in as a customer" for support staff.
+
+Usage: impersonator <command> [arguments]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun 'impersonator <command> --help' for a command's flags.\n")
+}
+
+// run is the whole program; main only calls it and exits.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "-help", "help":
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "impersonator: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return errUsage
+}

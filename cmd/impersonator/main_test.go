@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/impersonator/impersonator/internal/config"
+	"github.com/impersonator/impersonator/internal/redistest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// startServe runs `impersonator serve` on :0 in the background and returns
+// its base URL; the server stops when the test ends.
+func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	if vars["IMPERSONATOR_LISTEN"] == "" {
+		vars["IMPERSONATOR_LISTEN"] = "127.0.0.1:0"
+	}
+	vars["IMPERSONATOR_LOG_FORMAT"] = "text"
+	go func() { done <- run(ctx, []string{"serve"}, env(vars), io.Discard, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v after shutdown", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := listenRE.FindStringSubmatch(stderr.String()); m != nil {
+			return "http://" + m[1], stderr
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("serve did not listen:\n%s", stderr.String())
+	return "", nil
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+	return res.StatusCode
+}
+
+// TestServeEmbeddedDefaults is `make run` on a fresh clone: no configuration,
+// an empty keys folder; the service generates a key, announces it and the
+// embedded Redis, publishes the key and is ready.
+func TestServeEmbeddedDefaults(t *testing.T) {
+	dir := t.TempDir() + "/keys"
+	base, stderr := startServe(t, map[string]string{"IMPERSONATOR_KEYS_DIR": dir})
+	var jwks struct {
+		Keys []struct{ Kid, Alg, Kty, Use string } `json:"keys"`
+	}
+	if code := getJSON(t, base+"/.well-known/jwks.json", &jwks); code != 200 || len(jwks.Keys) != 1 {
+		t.Fatalf("jwks: status %d, %d keys; want 200 and 1", code, len(jwks.Keys))
+	}
+	k := jwks.Keys[0]
+	if k.Alg != "EdDSA" || k.Kty != "OKP" || k.Use != "sig" {
+		t.Errorf("generated key = %+v, want an EdDSA signing key", k)
+	}
+	files, _ := os.ReadDir(dir)
+	if len(files) != 1 || !strings.Contains(files[0].Name(), k.Kid) {
+		t.Errorf("keys folder holds %v, want one file named after kid %s", files, k.Kid)
+	}
+	log := stderr.String()
+	for _, want := range []string{"EMBEDDED IN-PROCESS Redis", "generated a development signing key", k.Kid} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if code := getJSON(t, base+"/readyz", nil); code != 200 {
+		t.Errorf("readyz = %d, want 200", code)
+	}
+}
+
+// TestServeRealRedisRequiresKeys: with REDIS_URL set, an empty keys folder
+// is an error (instances must share keys), and with a key it serves.
+func TestServeRealRedisRequiresKeys(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	err := run(context.Background(), []string{"serve"}, env(map[string]string{
+		"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "IMPERSONATOR_LISTEN": "127.0.0.1:0",
+	}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "keys generate") {
+		t.Fatalf("serve with an empty keys folder and REDIS_URL = %v, want an error naming `keys generate`", err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir, "--alg", "ES256"}, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	base, stderr := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir})
+	if code := getJSON(t, base+"/readyz", nil); code != 200 {
+		t.Errorf("readyz = %d, want 200", code)
+	}
+	if !strings.Contains(stderr.String(), "persists nothing to disk") {
+		t.Errorf("no warning about a Redis without persistence:\n%s", stderr.String())
+	}
+}
+
+// TestServeBadConfigListsEveryProblem: serve exits before listening and
+// names every bad variable at once.
+func TestServeBadConfigListsEveryProblem(t *testing.T) {
+	err := run(context.Background(), []string{"serve"}, env(map[string]string{
+		"IMPERSONATOR_PUBLIC_URL":   "ftp://x",
+		"IMPERSONATOR_DELIVERY":     "carrier-pigeon",
+		"IMPERSONATOR_TOKEN_TTL":    "10m",
+		"IMPERSONATOR_LOGIN_RATE":   "lots",
+		"REDIS_URL":                 "http://nope",
+		"FOREST_AUTH_SECRET":        "hunter2-forest",
+		"IMPERSONATOR_ADMIN_TOKENS": "hunter2-admin",
+	}), io.Discard, io.Discard)
+	var cerr *config.Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("err = %v, want a *config.Error", err)
+	}
+	for _, name := range []string{"IMPERSONATOR_PUBLIC_URL", "IMPERSONATOR_DELIVERY", "IMPERSONATOR_TOKEN_TTL",
+		"IMPERSONATOR_LOGIN_RATE", "REDIS_URL", "FOREST_AUTH_SECRET", "IMPERSONATOR_ADMIN_TOKENS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error prints a secret's value:\n%v", err)
+	}
+}
+
+func TestKeysGenerateAndList(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	for _, alg := range []string{"EdDSA", "ES256"} {
+		if err := run(context.Background(), []string{"keys", "generate", "--dir", dir, "--alg", alg}, env(nil), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // file names carry the second: keep them ordered
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"keys", "list", "--dir", dir}, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "EdDSA") || !strings.Contains(lines[2], "ES256") || !strings.HasSuffix(lines[2], "yes") {
+		t.Errorf("keys list =\n%s\nwant a header, the EdDSA key, then the ES256 key marked as signer", out.String())
+	}
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir, "--alg", "RS256"}, env(nil), &out, io.Discard); err == nil {
+		t.Error("keys generate --alg RS256 succeeded")
+	}
+}
+
+// TestDocsAgree: README, `impersonator --help`, `serve --help` and the
+// Makefile name the same commands, variables and targets.
+func TestDocsAgree(t *testing.T) {
+	readme := readFile(t, "../../README.md")
+	makefile := readFile(t, "../../Makefile")
+	var help bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, env(nil), &help, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(help.String(), "  "+c.name+" ") {
+			t.Errorf("--help does not list %q", c.name)
+		}
+		if !strings.Contains(readme, "impersonator "+c.name) {
+			t.Errorf("README does not show `impersonator %s`", c.name)
+		}
+	}
+	var serveHelp bytes.Buffer
+	if _, err := config.Load([]string{"--help"}, env(nil), &serveHelp); err == nil {
+		t.Fatal("serve --help did not stop")
+	}
+	for _, v := range config.Vars {
+		row := "| `" + v.Env + "` | `--" + v.Flag + "` |"
+		if !strings.Contains(readme, row) {
+			t.Errorf("README configuration tables lack the row for %s (%s)", v.Env, row)
+		}
+		if !strings.Contains(serveHelp.String(), "--"+v.Flag+" ("+v.Env) {
+			t.Errorf("serve --help lacks --%s (%s)", v.Flag, v.Env)
+		}
+	}
+	for _, target := range []string{"run", "test", "bench", "lint", "help"} {
+		if !regexp.MustCompile(`(?m)^` + target + `:.*## `).MatchString(makefile) {
+			t.Errorf("Makefile has no documented target %q", target)
+		}
+		if !strings.Contains(readme, "make "+target) {
+			t.Errorf("README does not mention `make %s`", target)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

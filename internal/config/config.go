@@ -1,0 +1,333 @@
+// Package config reads impersonator's configuration from the environment and
+// the serve command's flags, and validates all of it at once.
+package config
+
+import (
+	"crypto/subtle"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/impersonator/impersonator/internal/store"
+)
+
+// Secret is a configuration value that must never be printed or logged.
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue redacts the secret in structured logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret's value, for the one place that uses it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Equal compares s with v in constant time.
+func (s Secret) Equal(v string) bool {
+	return s != "" && subtle.ConstantTimeCompare([]byte(s), []byte(v)) == 1
+}
+
+// Delivery is how the minted token reaches the browser.
+type Delivery string
+
+// Delivery modes (DESIGN.md 3.1).
+const (
+	Webhook  Delivery = "webhook"
+	Redirect Delivery = "redirect"
+)
+
+// Rate is a count per period, such as 30/m; N 0 turns the limit off.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+func (r Rate) String() string {
+	if r.N == 0 {
+		return "0"
+	}
+	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
+	return fmt.Sprintf("%d/%s", r.N, unit)
+}
+
+// ParseRate parses "N/s", "N/m", "N/h" or "0".
+func ParseRate(s string) (Rate, error) {
+	if strings.TrimSpace(s) == "0" {
+		return Rate{}, nil
+	}
+	n, unit, ok := strings.Cut(strings.TrimSpace(s), "/")
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
+	count, err := strconv.Atoi(n)
+	if !ok || per == 0 || err != nil || count < 1 {
+		return Rate{}, fmt.Errorf("%q is not a rate: use N/s, N/m or N/h (N ≥ 1), or 0 for no limit", s)
+	}
+	return Rate{N: count, Per: per}, nil
+}
+
+// Config is the whole configuration of serve.
+type Config struct {
+	Listen           string
+	PublicURL        string
+	AppURL           string
+	Audience         string
+	RedisURL         Secret // may carry a password
+	KeysDir          string
+	ForestAuthSecret Secret
+	ForestEnvSecret  Secret
+	Delivery         Delivery
+	TokenTTL         time.Duration
+	SessionTTL       time.Duration
+	SessionIdle      time.Duration
+	AllowedOrigins   []string
+	PolicyFile       string
+	AdminTokens      []Secret
+	LoginRate        Rate
+	// Extensions (README, "Configuration").
+	TrustedProxies []netip.Prefix
+	LogFormat      string // text or json
+	LogLevel       slog.Level
+}
+
+// Var describes one configuration variable, for flags, help and docs.
+type Var struct {
+	Env     string
+	Flag    string
+	Default string
+	Usage   string
+}
+
+// Vars lists every variable in the order of DESIGN.md 3.1, then extensions.
+var Vars = []Var{
+	{"IMPERSONATOR_LISTEN", "listen", "127.0.0.1:8080", "listen address"},
+	{"IMPERSONATOR_PUBLIC_URL", "public-url", "http://localhost:8080", "base URL browsers use to reach this service; token iss; login URL base"},
+	{"IMPERSONATOR_APP_URL", "app-url", "http://localhost:3000", "customer app; where the browser lands after login"},
+	{"IMPERSONATOR_AUDIENCE", "audience", "", "token aud (default: the app URL)"},
+	{"REDIS_URL", "redis-url", "", "redis://, rediss://, unix://, Sentinel or Cluster URL; empty: embedded, non-durable Redis"},
+	{"IMPERSONATOR_KEYS_DIR", "keys-dir", "keys", "signing keys folder"},
+	{"FOREST_AUTH_SECRET", "forest-auth-secret", "", "Forest auth secret (HS256); required to serve the Forest route"},
+	{"FOREST_ENV_SECRET", "forest-env-secret", "", "Forest env secret; enables approval requests"},
+	{"IMPERSONATOR_DELIVERY", "delivery", "webhook", "webhook or redirect"},
+	{"IMPERSONATOR_TOKEN_TTL", "token-ttl", "60s", "impersonation token lifetime, at most 5m"},
+	{"IMPERSONATOR_SESSION_TTL", "session-ttl", "30m", "absolute session cap, never extended"},
+	{"IMPERSONATOR_SESSION_IDLE", "session-idle", "10m", "session idle timeout"},
+	{"IMPERSONATOR_ALLOWED_ORIGINS", "allowed-origins", "https://app.forestadmin.com,https://*.forestadmin.com", "browser origins allowed for CORS with credentials"},
+	{"IMPERSONATOR_POLICY_FILE", "policy-file", "", "who may impersonate whom (YAML or JSON)"},
+	{"IMPERSONATOR_ADMIN_TOKENS", "admin-tokens", "", "comma-separated bearer tokens for /v1/*"},
+	{"IMPERSONATOR_LOGIN_RATE", "login-rate", "30/m", "failed redemptions allowed per client IP (then 429); 0: no limit"},
+	{"IMPERSONATOR_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
+	{"IMPERSONATOR_LOG_FORMAT", "log-format", "", "text or json (default: text with the embedded Redis, json otherwise)"},
+	{"IMPERSONATOR_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
+}
+
+// Load reads the configuration from args (serve's flags) over getenv over
+// the defaults, and validates it. The error lists every problem found.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: impersonator serve [flags]\n\nEach flag may also be set by its environment variable.\n\n")
+		for _, v := range Vars {
+			def := v.Default
+			if def == "" {
+				def = "none"
+			}
+			fmt.Fprintf(stderr, "  --%s (%s, default %s)\n      %s\n", v.Flag, v.Env, def, v.Usage)
+		}
+	}
+	values := make(map[string]*string, len(Vars))
+	for _, v := range Vars {
+		def := v.Default
+		if e := getenv(v.Env); e != "" {
+			def = e
+		}
+		values[v.Env] = fs.String(v.Flag, def, v.Usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	get := func(env string) string { return strings.TrimSpace(*values[env]) }
+	return parse(get)
+}
+
+func parse(get func(string) string) (*Config, error) {
+	var problems []error
+	bad := func(env, format string, a ...any) {
+		problems = append(problems, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, a...)))
+	}
+	c := &Config{
+		Listen:           get("IMPERSONATOR_LISTEN"),
+		PublicURL:        strings.TrimRight(get("IMPERSONATOR_PUBLIC_URL"), "/"),
+		AppURL:           strings.TrimRight(get("IMPERSONATOR_APP_URL"), "/"),
+		Audience:         get("IMPERSONATOR_AUDIENCE"),
+		RedisURL:         Secret(get("REDIS_URL")),
+		KeysDir:          get("IMPERSONATOR_KEYS_DIR"),
+		ForestAuthSecret: Secret(get("FOREST_AUTH_SECRET")),
+		ForestEnvSecret:  Secret(get("FOREST_ENV_SECRET")),
+		Delivery:         Delivery(get("IMPERSONATOR_DELIVERY")),
+		PolicyFile:       get("IMPERSONATOR_POLICY_FILE"),
+		LogFormat:        get("IMPERSONATOR_LOG_FORMAT"),
+	}
+	if c.Audience == "" {
+		c.Audience = c.AppURL
+	}
+	if c.Listen == "" {
+		bad("IMPERSONATOR_LISTEN", "empty")
+	}
+	checkURL := func(env, v string) {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad(env, "%q is not an absolute http(s) URL without query or fragment", v)
+		}
+	}
+	checkURL("IMPERSONATOR_PUBLIC_URL", c.PublicURL)
+	checkURL("IMPERSONATOR_APP_URL", c.AppURL)
+	if c.Audience == "" {
+		bad("IMPERSONATOR_AUDIENCE", "empty")
+	}
+	if err := store.ValidateURL(c.RedisURL.Reveal()); err != nil {
+		bad("REDIS_URL", "%v", err)
+	}
+	if c.KeysDir == "" {
+		bad("IMPERSONATOR_KEYS_DIR", "empty")
+	}
+	if s := c.ForestAuthSecret.Reveal(); s != "" && len(s) < 32 {
+		bad("FOREST_AUTH_SECRET", "shorter than 32 characters")
+	}
+	if s := c.ForestEnvSecret.Reveal(); s != "" && len(s) < 32 {
+		bad("FOREST_ENV_SECRET", "shorter than 32 characters")
+	}
+	if c.Delivery != Webhook && c.Delivery != Redirect {
+		bad("IMPERSONATOR_DELIVERY", "%q is neither webhook nor redirect", c.Delivery)
+	}
+	dur := func(env string, lo, hi time.Duration) time.Duration {
+		d, err := time.ParseDuration(get(env))
+		switch {
+		case err != nil:
+			bad(env, "%q is not a duration such as 60s or 30m", get(env))
+		case d < lo || (hi > 0 && d > hi):
+			if hi > 0 {
+				bad(env, "%s is outside [%s, %s]", d, lo, hi)
+			} else {
+				bad(env, "%s is under %s", d, lo)
+			}
+		}
+		return d
+	}
+	c.TokenTTL = dur("IMPERSONATOR_TOKEN_TTL", 5*time.Second, 5*time.Minute)
+	c.SessionTTL = dur("IMPERSONATOR_SESSION_TTL", time.Minute, 24*time.Hour)
+	c.SessionIdle = dur("IMPERSONATOR_SESSION_IDLE", 30*time.Second, 24*time.Hour)
+	if c.SessionIdle > c.SessionTTL && c.SessionTTL > 0 {
+		bad("IMPERSONATOR_SESSION_IDLE", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionIdle, c.SessionTTL)
+	}
+	for _, o := range splitList(get("IMPERSONATOR_ALLOWED_ORIGINS")) {
+		if err := checkOrigin(o); err != nil {
+			bad("IMPERSONATOR_ALLOWED_ORIGINS", "%v", err)
+			continue
+		}
+		c.AllowedOrigins = append(c.AllowedOrigins, o)
+	}
+	if c.PolicyFile != "" {
+		if _, err := os.Stat(c.PolicyFile); err != nil {
+			bad("IMPERSONATOR_POLICY_FILE", "%v", err)
+		}
+	}
+	for i, t := range splitList(get("IMPERSONATOR_ADMIN_TOKENS")) {
+		if len(t) < 32 {
+			bad("IMPERSONATOR_ADMIN_TOKENS", "token %d is shorter than 32 characters", i+1)
+			continue
+		}
+		c.AdminTokens = append(c.AdminTokens, Secret(t))
+	}
+	var err error
+	if c.LoginRate, err = ParseRate(get("IMPERSONATOR_LOGIN_RATE")); err != nil {
+		bad("IMPERSONATOR_LOGIN_RATE", "%v", err)
+	}
+	for _, p := range splitList(get("IMPERSONATOR_TRUSTED_PROXIES")) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				bad("IMPERSONATOR_TRUSTED_PROXIES", "%q is neither a CIDR nor an IP address", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix.Masked())
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+		if c.RedisURL == "" {
+			c.LogFormat = "text"
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("IMPERSONATOR_LOG_FORMAT", "%q is neither text nor json", c.LogFormat)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("IMPERSONATOR_LOG_LEVEL"))); err != nil {
+		bad("IMPERSONATOR_LOG_LEVEL", "%q is not debug, info, warn or error", get("IMPERSONATOR_LOG_LEVEL"))
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Problems: problems}
+	}
+	return c, nil
+}
+
+// Error lists every configuration problem.
+type Error struct{ Problems []error }
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d configuration problem(s):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the problems.
+func (e *Error) Unwrap() []error { return e.Problems }
+
+// Secure reports whether browsers reach the service over https.
+func (c *Config) Secure() bool { return strings.HasPrefix(c.PublicURL, "https://") }
+
+// checkOrigin accepts scheme://host[:port] with an optional leading "*."
+// wildcard label in the host.
+func checkOrigin(o string) error {
+	u, err := url.Parse(strings.Replace(o, "*.", "wildcard.", 1))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.Count(o, "*") > 1 ||
+		(strings.Contains(o, "*") && !strings.Contains(o, "://*.")) {
+		return fmt.Errorf("%q is not an origin (scheme://host[:port], optionally https://*.example.com)", o)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ErrHelp is returned when --help was asked for.
+var ErrHelp = flag.ErrHelp

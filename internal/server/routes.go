@@ -1,0 +1,44 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/impersonator/impersonator/internal/httpx"
+)
+
+// Body caps. No route of this service takes more than a few kilobytes.
+const (
+	maxBody      = 64 << 10
+	redisTimeout = 3 * time.Second
+)
+
+// addRoutes lists every route of the service. The route table is pinned by
+// TestRoutes.
+func addRoutes(r chi.Router, d Deps) {
+	m := newMetrics(d.Registry)
+	r.Use(httpx.RequestContext(d.Config.TrustedProxies))
+	r.Use(middleware.Recoverer)
+	r.Use(observe(d.Log, m, d.Now))
+	r.Use(securityHeaders)
+	r.Use(httpx.LimitBody(maxBody))
+
+	// Public: liveness, readiness, keys, metrics.
+	r.Group(func(r chi.Router) {
+		r.Get("/healthz", handleHealthz())
+		r.With(withTimeout(redisTimeout)).Get("/readyz", handleReadyz(d.Log, d.Store))
+		r.Get("/.well-known/jwks.json", handleJWKS(d.Keys))
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	})
+
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+	})
+}
