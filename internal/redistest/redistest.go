@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +28,14 @@ type Server struct {
 	dir  string
 	tb   testing.TB
 }
+
+var quietOnce sync.Once
+
+// quiet drops go-redis's own log lines ("failed to dial"): tests that stop
+// Redis on purpose would otherwise flood the output.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // binary finds redis-server: $REDIS_SERVER, then PATH, then the Debian path.
 func binary() (string, error) {
@@ -47,6 +56,7 @@ func binary() (string, error) {
 // the test: these tests are never skipped.
 func StartServer(tb testing.TB) *Server {
 	tb.Helper()
+	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	bin, err := binary()
 	if err != nil {
 		tb.Fatal(err)

@@ -35,6 +35,18 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	})
 
+	// Forest action routes (issue 3): the action and its form hooks, CORS.
+
+	// Login routes (issue 4): redeem, session, logout, start page, banner.
+
+	// Admin API: bearer tokens from IMPERSONATOR_ADMIN_TOKENS.
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(requireAdmin(d.Config.AdminTokens))
+		r.Use(withTimeout(redisTimeout))
+		// Sessions (issue 4): GET /v1/sessions, DELETE /v1/sessions/{id}.
+		// Audit (issue 5): GET /v1/audit/events, GET /v1/audit/verify.
+	})
+
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	})

@@ -242,6 +242,22 @@ func (s *Store) Append(ctx context.Context, ev audit.Event) (string, error) {
 	return id, nil
 }
 
+func redisScript(src string) *redis.Script { return redis.NewScript(src) }
+
+func isNil(err error) bool { return errors.Is(err, redis.Nil) }
+
+// runInts runs a script that answers {int, int}.
+func runInts(ctx context.Context, sc *redis.Script, c redis.Scripter, keys []string, args ...any) (int64, int64, error) {
+	res, err := sc.Run(ctx, c, keys, args...).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("unexpected script answer %v", res)
+	}
+	return res[0], res[1], nil
+}
+
 // runPair runs a script that answers {code, payload}.
 func runPair(ctx context.Context, sc *redis.Script, c redis.Scripter, keys []string, args ...any) (int64, string, error) {
 	res, err := sc.Run(ctx, c, keys, args...).Slice()

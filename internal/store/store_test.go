@@ -51,6 +51,7 @@ func backends(t *testing.T) []backend {
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
 func newStore(t *testing.T, b backend) *store.Store {
+	t.Helper()
 	return store.New(b.client(t), store.Options{Prefix: redistest.Prefix(), Now: func() time.Time { return t0 }})
 }
 
@@ -358,5 +359,41 @@ func TestPersistence(t *testing.T) {
 	}
 	if p := store.CheckPersistence(context.Background(), c); !p.AOF {
 		t.Errorf("CheckPersistence after appendonly yes = %+v, want AOF", p)
+	}
+}
+
+func TestAllow(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			prefix := redistest.Prefix()
+			s := store.New(b.client(t), store.Options{Prefix: prefix})
+			other := store.New(b.client(t), store.Options{Prefix: prefix}) // a second instance: the count is shared
+			for i := range 3 {
+				st := s
+				if i == 1 {
+					st = other
+				}
+				ok, _, err := st.Allow(ctx, 3, time.Hour, "rate", "admin", "1001")
+				if err != nil || !ok {
+					t.Fatalf("hit %d = %v, %v; want allowed", i+1, ok, err)
+				}
+			}
+			ok, retry, err := s.Allow(ctx, 3, time.Hour, "rate", "admin", "1001")
+			if err != nil || ok || retry <= 59*time.Minute || retry > time.Hour {
+				t.Fatalf("hit 4 = %v, retry %v, %v; want refused with retry in (59m, 1h]", ok, retry, err)
+			}
+			if n, err := s.Count(ctx, "rate", "admin", "1001"); n != 4 || err != nil {
+				t.Errorf("Count = %d, %v; want 4", n, err)
+			}
+			if ok, _, _ := s.Allow(ctx, 3, time.Hour, "rate", "admin", "2002"); !ok {
+				t.Error("another admin's first hit was refused")
+			}
+			if b.expire(time.Hour + time.Second) {
+				if ok, _, _ := s.Allow(ctx, 3, time.Hour, "rate", "admin", "1001"); !ok {
+					t.Error("hit after the window was refused")
+				}
+			}
+		})
 	}
 }
