@@ -1,4 +1,6 @@
 # impersonator — `make help` lists the targets.
+SHELL       := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 GO      ?= go
 BIN     ?= bin/impersonator
 PKGS    ?= ./...
@@ -26,8 +28,8 @@ test-deps: ## install what the tests need and a fresh machine lacks (redis-serve
 	@scripts/test-deps
 
 .PHONY: bench
-bench: test-deps ## run the benchmarks and print figures
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+bench: test-deps ## run the benchmarks; print figures and ratios to floors measured in the same run
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS) | $(GO) run ./tools/benchratio
 
 .PHONY: fuzz
 fuzz: ## fuzz the token verifier for 30s

@@ -401,7 +401,7 @@ func privateOf(t *testing.T, ks *token.Keyset) any { return privateOfKey(t, ks.S
 
 // privateOfKey reads a key's private half back from its PEM through the
 // exported Signer interface of the key (test-only access).
-func privateOfKey(t *testing.T, k *token.Key) any {
+func privateOfKey(t testing.TB, k *token.Key) any {
 	t.Helper()
 	p, ok := token.PrivateForTest(k)
 	if !ok {
