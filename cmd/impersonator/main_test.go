@@ -242,3 +242,18 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestServeBadPolicyFile: a policy file with a mistake stops serve before
+// it listens, naming the variable and the problem.
+func TestServeBadPolicyFile(t *testing.T) {
+	path := t.TempDir() + "/policy.yaml"
+	if err := os.WriteFile(path, []byte("colections: [users]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"serve"}, env(map[string]string{
+		"IMPERSONATOR_POLICY_FILE": path, "IMPERSONATOR_LISTEN": "127.0.0.1:0",
+	}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "IMPERSONATOR_POLICY_FILE") || !strings.Contains(err.Error(), "colections") {
+		t.Fatalf("serve with a bad policy = %v, want an error naming the variable and the unknown key", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/server"
 	"github.com/impersonator/impersonator/internal/store"
@@ -29,8 +30,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	policy, err := action.LoadPolicy(cfg.PolicyFile)
+	if err != nil {
+		return &config.Error{Problems: []error{fmt.Errorf("IMPERSONATOR_POLICY_FILE: %w", err)}}
+	}
 	log := newLogger(cfg, stderr)
 	now := time.Now
+	if cfg.ForestAuthSecret == "" {
+		log.Warn("FOREST_AUTH_SECRET is not set: the Forest action routes answer 503 until it is")
+	}
 
 	conn, err := store.Open(cfg.RedisURL.Reveal())
 	if err != nil {
@@ -68,6 +76,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
 		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
 		Now:      now,
+		Policy:   policy,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)

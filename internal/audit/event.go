@@ -58,7 +58,7 @@ type Event struct {
 	Time      time.Time `json:"time"`
 	Type      Type      `json:"type"`
 	Actor     Actor     `json:"actor"`
-	Approver  *Actor    `json:"approver,omitempty"`
+	Requester *Actor    `json:"requester,omitempty"` // with a Forest approval: who asked; Actor approved and executed
 	Subject   Subject   `json:"subject"`
 	Reason    string    `json:"reason,omitempty"`
 	TokenID   string    `json:"token_id,omitempty"`

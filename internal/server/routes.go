@@ -8,8 +8,13 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/httpx"
 )
+
+// preflightDone ends an OPTIONS request the CORS middleware let through
+// (a preflight from a foreign origin): nothing to say.
+func preflightDone(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
 
 // Body caps. No route of this service takes more than a few kilobytes.
 const (
@@ -35,7 +40,34 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	})
 
-	// Forest action routes (issue 3): the action and its form hooks, CORS.
+	// Forest action: the legacy and the new agents' paths, each with its form
+	// hooks; CORS for the admin panel's origins.
+	r.Group(func(r chi.Router) {
+		r.Use(httpx.CORS(d.Config.AllowedOrigins, http.MethodPost))
+		r.Use(withTimeout(redisTimeout))
+		mint := action.Handler(action.Options{
+			Log:       d.Log,
+			Auth:      action.NewAuthenticator(d.Config.ForestAuthSecret.Reveal(), d.Now),
+			EnvSecret: d.Config.ForestEnvSecret.Reveal(),
+			Policy:    d.Policy,
+			Store:     d.Store,
+			Issuer:    d.Issuer,
+			TokenTTL:  d.Config.TokenTTL,
+			Delivery:  d.Config.Delivery,
+			PublicURL: d.Config.PublicURL,
+			AppURL:    d.Config.AppURL,
+			Now:       d.Now,
+		})
+		hooks := action.HooksHandler()
+		for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
+			r.Post(p, mint.ServeHTTP)
+			r.Options(p, preflightDone)
+			for _, hook := range []string{"/hooks/load", "/hooks/change"} {
+				r.Post(p+hook, hooks.ServeHTTP)
+				r.Options(p+hook, preflightDone)
+			}
+		}
+	})
 
 	// Login routes (issue 4): redeem, session, logout, start page, banner.
 

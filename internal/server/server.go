@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/store"
@@ -28,6 +29,8 @@ type Deps struct {
 	Issuer   *token.Issuer
 	Verifier *token.Verifier
 	Now      func() time.Time
+	// Policy says who may impersonate whom; the default policy when nil.
+	Policy *action.Policy
 	// Registry receives the service's metrics; a fresh one when nil.
 	Registry *prometheus.Registry
 }
@@ -36,6 +39,9 @@ type Deps struct {
 func New(d Deps) http.Handler {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Policy == nil {
+		d.Policy = action.DefaultPolicy()
 	}
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()

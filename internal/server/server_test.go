@@ -68,6 +68,12 @@ func TestRoutes(t *testing.T) {
 		"GET /metrics",
 		"GET /readyz",
 	}
+	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
+		for _, suffix := range []string{"", "/hooks/change", "/hooks/load"} {
+			want = append(want, "OPTIONS "+p+suffix, "POST "+p+suffix)
+		}
+	}
+	slices.Sort(want)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
 	}

@@ -77,7 +77,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 // session need that the token itself does not carry.
 type Grant struct {
 	Actor     audit.Actor   `json:"actor"`
-	Approver  *audit.Actor  `json:"approver,omitempty"`
+	Requester *audit.Actor  `json:"requester,omitempty"`
 	Subject   audit.Subject `json:"subject"`
 	Reason    string        `json:"reason,omitempty"`
 	ExpiresAt time.Time     `json:"expires_at"`

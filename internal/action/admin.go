@@ -1,0 +1,119 @@
+// Package action serves the Forest Admin "Impersonate" smart action: it
+// authenticates the admin, applies the policy, mints a single-use
+// impersonation token and answers in Forest's webhook format.
+package action
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Admin is the Forest user who triggers the action, from the Forest UI's
+// bearer JWT.
+type Admin struct {
+	ID              string
+	Email           string
+	FirstName       string
+	LastName        string
+	Team            string
+	Role            string
+	PermissionLevel string
+	RenderingID     string
+}
+
+// Authenticator checks the Forest UI's bearer JWT: HS256 only, signed with
+// FOREST_AUTH_SECRET, exp required.
+type Authenticator struct {
+	secret []byte
+	now    func() time.Time
+}
+
+// NewAuthenticator returns an authenticator for secret; an empty secret
+// authenticates nobody.
+func NewAuthenticator(secret string, now func() time.Time) *Authenticator {
+	return &Authenticator{secret: []byte(secret), now: now}
+}
+
+// errNotConfigured: FOREST_AUTH_SECRET is unset.
+var errNotConfigured = errors.New("FOREST_AUTH_SECRET is not set")
+
+// maxAdminJWT bounds what is parsed at all.
+const maxAdminJWT = 8 << 10
+
+// Authenticate returns the admin of r's "Authorization: Bearer" JWT. The
+// error says why for the log; clients only ever see a generic message.
+func (a *Authenticator) Authenticate(r *http.Request) (Admin, error) {
+	if len(a.secret) == 0 {
+		return Admin{}, errNotConfigured
+	}
+	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
+		return Admin{}, errors.New("no bearer token")
+	}
+	if len(raw) > maxAdminJWT {
+		return Admin{}, errors.New("bearer token too large")
+	}
+	claims := jwt.MapClaims{}
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(5*time.Second),
+		jwt.WithTimeFunc(a.now),
+	).ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return a.secret, nil })
+	if err != nil {
+		return Admin{}, fmt.Errorf("forest jwt: %w", err)
+	}
+	admin := Admin{
+		ID:              claimString(claims, "id"),
+		Email:           claimString(claims, "email"),
+		FirstName:       claimString(claims, "firstName", "first_name"),
+		LastName:        claimString(claims, "lastName", "last_name"),
+		Team:            claimString(claims, "team"),
+		Role:            claimString(claims, "role"),
+		PermissionLevel: claimString(claims, "permissionLevel", "permission_level"),
+		RenderingID:     claimString(claims, "renderingId", "rendering_id"),
+	}
+	if admin.ID == "" || admin.Email == "" {
+		return Admin{}, errors.New("forest jwt: missing id or email")
+	}
+	return admin, nil
+}
+
+// claimString reads the first present of names as a string; Forest sends
+// ids as numbers (Node) or strings (Ruby, Python), and team sometimes as an
+// object with a name.
+func claimString(c jwt.MapClaims, names ...string) string {
+	for _, n := range names {
+		v, ok := c[n]
+		if !ok || v == nil {
+			continue
+		}
+		return scalarString(v)
+	}
+	return ""
+}
+
+func scalarString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case json.Number:
+		return x.String()
+	case bool:
+		return strconv.FormatBool(x)
+	case map[string]any:
+		if name, ok := x["name"].(string); ok {
+			return name
+		}
+	}
+	return ""
+}

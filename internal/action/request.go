@@ -1,0 +1,178 @@
+package action
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// maxBody caps the action's request body. Forest sends a few hundred bytes;
+// 64 KiB leaves room for large values without inviting abuse.
+const maxBody = 64 << 10
+
+// request is the Forest custom action request (DESIGN.md 3.3). Only the
+// attributes read here are declared; Forest adds fields over time and
+// unknown ones are ignored.
+type request struct {
+	Data struct {
+		Type       string     `json:"type"`
+		Attributes attributes `json:"attributes"`
+	} `json:"data"`
+}
+
+type attributes struct {
+	CollectionName        string            `json:"collection_name"`
+	IDs                   []json.RawMessage `json:"ids"`
+	Values                map[string]any    `json:"values"`
+	AllRecords            bool              `json:"all_records"`
+	AllRecordsIDsExcluded []json.RawMessage `json:"all_records_ids_excluded"`
+	SmartActionID         string            `json:"smart_action_id"`
+	SignedApprovalRequest *string           `json:"signed_approval_request"`
+	RequesterID           json.RawMessage   `json:"requester_id"`
+}
+
+// refusal is an action-level refusal: 400 {"error": msg}.
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string { return r.msg }
+
+func refuse(format string, a ...any) error { return &refusal{msg: fmt.Sprintf(format, a...)} }
+
+// errRequesterID: a raw requester_id in the body (422), which only a signed
+// approval request may carry.
+var errRequesterID = errors.New("requester_id must not be present")
+
+// target is what the request asks for, after validation.
+type target struct {
+	Collection  string
+	ID          string
+	Reason      string
+	RequesterID string // set only by a verified approval request
+}
+
+// decodeRequest parses body strictly enough: one JSON object with data.
+func decodeRequest(body []byte) (*request, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var req request
+	if err := dec.Decode(&req); err != nil {
+		return nil, refuse("request body is not a Forest action request: %v", jsonProblem(err))
+	}
+	if dec.More() {
+		return nil, refuse("request body has data after the JSON value")
+	}
+	return &req, nil
+}
+
+func jsonProblem(err error) string {
+	var ute *json.UnmarshalTypeError
+	if errors.As(err, &ute) {
+		return fmt.Sprintf("%s has the wrong type", ute.Field)
+	}
+	return "malformed JSON"
+}
+
+// validate checks the attributes of one action request and extracts the
+// target. requesterAllowed is true only for a verified approval payload.
+func (a *attributes) validate(requesterAllowed bool) (target, error) {
+	var t target
+	if len(a.RequesterID) > 0 && string(a.RequesterID) != "null" {
+		if !requesterAllowed {
+			return t, errRequesterID
+		}
+		var v any
+		if err := json.Unmarshal(a.RequesterID, &v); err != nil || scalarString(v) == "" {
+			return t, refuse("requester_id is not an id")
+		}
+		t.RequesterID = scalarString(v)
+	}
+	if a.CollectionName == "" {
+		return t, refuse("collection_name is required")
+	}
+	t.Collection = a.CollectionName
+	if a.AllRecords {
+		return t, refuse("impersonation needs exactly one record; all_records selections are refused")
+	}
+	if len(a.IDs) != 1 {
+		return t, refuse("impersonation needs exactly one record, got %d ids", len(a.IDs))
+	}
+	id, err := idString(a.IDs[0])
+	if err != nil {
+		return t, err
+	}
+	t.ID = id
+	reason, ok := a.Values[reasonField]
+	if !ok || reason == nil {
+		return t, refuse("a reason is required")
+	}
+	s, ok := reason.(string)
+	if !ok {
+		return t, refuse("the reason must be text")
+	}
+	t.Reason = strings.TrimSpace(s)
+	if t.Reason == "" {
+		return t, refuse("a reason is required")
+	}
+	return t, nil
+}
+
+// maxIDLength bounds a record id: ids end up in tokens, keys and logs.
+const maxIDLength = 128
+
+func idString(raw json.RawMessage) (string, error) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return "", refuse("ids must hold strings or numbers")
+	}
+	var id string
+	switch x := v.(type) {
+	case string:
+		id = x
+	case json.Number:
+		id = x.String()
+	default:
+		return "", refuse("ids must hold strings or numbers")
+	}
+	if id == "" || len(id) > maxIDLength || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", refuse("the record id is empty, too long or has control characters")
+	}
+	return id, nil
+}
+
+// approvalClaims is the payload of a Forest signed approval request: the
+// original request's data, including its requester_id.
+type approvalClaims struct {
+	Data struct {
+		Attributes attributes `json:"attributes"`
+	} `json:"data"`
+	jwt.RegisteredClaims
+}
+
+// approval verifies a Forest signed_approval_request (HS256 with
+// FOREST_ENV_SECRET, as Forest's agents do) and returns the attributes it
+// carries, which replace the request's own.
+func approval(signed string, envSecret []byte, now func() time.Time) (*attributes, error) {
+	if len(envSecret) == 0 {
+		return nil, errors.New("approval requests are disabled: FOREST_ENV_SECRET is not set")
+	}
+	if len(signed) > maxBody {
+		return nil, errors.New("approval request too large")
+	}
+	var c approvalClaims
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithLeeway(5*time.Second),
+		jwt.WithTimeFunc(now),
+	).ParseWithClaims(signed, &c, func(*jwt.Token) (any, error) { return envSecret, nil })
+	if err != nil {
+		return nil, fmt.Errorf("approval request: %w", err)
+	}
+	return &c.Data.Attributes, nil
+}
