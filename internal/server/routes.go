@@ -10,7 +10,11 @@ import (
 
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/login"
 )
+
+// adminName names the admin API caller in audit details.
+func adminName(r *http.Request) string { return "admin API " + AdminFrom(r.Context()) }
 
 // preflightDone ends an OPTIONS request the CORS middleware let through
 // (a preflight from a foreign origin): nothing to say.
@@ -69,13 +73,47 @@ func addRoutes(r chi.Router, d Deps) {
 		}
 	})
 
-	// Login routes (issue 4): redeem, session, logout, start page, banner.
+	// Login: redeem (from the admin panel's origins), the session for the
+	// customer app (from its origin, and forward-auth), the start page and
+	// the banner.
+	lh := login.New(login.Options{
+		Log:         d.Log,
+		Store:       d.Store,
+		Issuer:      d.Issuer,
+		Verifier:    d.Verifier,
+		Now:         d.Now,
+		PublicURL:   d.Config.PublicURL,
+		AppURL:      d.Config.AppURL,
+		Delivery:    d.Config.Delivery,
+		SessionTTL:  d.Config.SessionTTL,
+		SessionIdle: d.Config.SessionIdle,
+		LoginRate:   d.Config.LoginRate,
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(httpx.CORS(d.Config.AllowedOrigins, http.MethodPost))
+		r.Use(withTimeout(redisTimeout))
+		r.Post("/impersonation/login", lh.Login)
+		r.Options("/impersonation/login", preflightDone)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(httpx.CORS([]string{lh.AppOrigin()}, http.MethodGet, http.MethodPost))
+		r.Use(withTimeout(redisTimeout))
+		r.Get("/impersonation/session", lh.Session)
+		r.Options("/impersonation/session", preflightDone)
+		r.Post("/impersonation/logout", lh.Logout)
+		r.Options("/impersonation/logout", preflightDone)
+	})
+	r.Get("/impersonation/start", lh.Start)
+	r.Get("/impersonation/start.js", lh.StartJS)
+	r.Get("/impersonation/banner.js", lh.Banner)
 
 	// Admin API: bearer tokens from IMPERSONATOR_ADMIN_TOKENS.
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(requireAdmin(d.Config.AdminTokens))
 		r.Use(withTimeout(redisTimeout))
-		// Sessions (issue 4): GET /v1/sessions, DELETE /v1/sessions/{id}.
+		r.Get("/sessions", lh.ListSessions)
+		r.Delete("/sessions", lh.RevokeSessions(adminName))
+		r.Delete("/sessions/{id}", lh.RevokeSession(adminName))
 		// Audit (issue 5): GET /v1/audit/events, GET /v1/audit/verify.
 	})
 

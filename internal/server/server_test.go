@@ -67,6 +67,18 @@ func TestRoutes(t *testing.T) {
 		"GET /healthz",
 		"GET /metrics",
 		"GET /readyz",
+		"GET /impersonation/banner.js",
+		"GET /impersonation/session",
+		"GET /impersonation/start",
+		"GET /impersonation/start.js",
+		"OPTIONS /impersonation/login",
+		"OPTIONS /impersonation/logout",
+		"OPTIONS /impersonation/session",
+		"POST /impersonation/login",
+		"POST /impersonation/logout",
+		"GET /v1/sessions",
+		"DELETE /v1/sessions",
+		"DELETE /v1/sessions/{id}",
 	}
 	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
 		for _, suffix := range []string{"", "/hooks/change", "/hooks/load"} {
