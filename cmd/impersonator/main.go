@@ -45,6 +45,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the service (configuration from the environment or flags; serve --help)", runServe},
 		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
+		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -257,3 +257,47 @@ func TestServeBadPolicyFile(t *testing.T) {
 		t.Fatalf("serve with a bad policy = %v, want an error naming the variable and the unknown key", err)
 	}
 }
+
+// TestSessionsCommand: list and revoke through the CLI against the Redis a
+// running serve uses; the revoked cookie stops working at once.
+func TestSessionsCommand(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir}
+	base, _ := startServe(t, vars)
+	cookie := redeemVia(t, srv, dir, base)
+
+	var out bytes.Buffer
+	cli := env(map[string]string{"REDIS_URL": srv.URL(), "USER": "ops"})
+	if err := run(context.Background(), []string{"sessions", "list"}, cli, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "ada@example.com (1001)") || !strings.Contains(lines[1], "users:42") {
+		t.Fatalf("sessions list =\n%s\nwant one session of ada on users:42", out.String())
+	}
+	sid := strings.Fields(lines[1])[0]
+	out.Reset()
+	if err := run(context.Background(), []string{"sessions", "revoke", sid}, cli, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"sessions", "revoke", sid}, cli, &out, io.Discard); err == nil {
+		t.Error("revoking a revoked session succeeded")
+	}
+	req, _ := http.NewRequest("GET", base+"/impersonation/session", nil)
+	req.AddCookie(cookie)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Errorf("session after CLI revocation: %d, want 401", res.StatusCode)
+	}
+	if err := run(context.Background(), []string{"sessions", "list"}, env(nil), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Errorf("sessions list without REDIS_URL = %v, want an error naming REDIS_URL", err)
+	}
+}

@@ -402,10 +402,10 @@ func TestSessionEndpoint(t *testing.T) {
 	}
 	raw, _ := w.mint()
 	for name, ck := range map[string]*http.Cookie{
-		"no cookie":                    nil,
-		"garbage cookie":               {Name: "impersonation_session", Value: "x.y.z"},
+		"no cookie":                     nil,
+		"garbage cookie":                {Name: "impersonation_session", Value: "x.y.z"},
 		"impersonation token as cookie": {Name: "impersonation_session", Value: raw},
-		"cookie under another name":    {Name: "session", Value: c.Value},
+		"cookie under another name":     {Name: "session", Value: c.Value},
 	} {
 		if rec := get(h, "/impersonation/session", ck); rec.Code != 401 || rec.Header().Get("X-Impersonation-Subject") != "" {
 			t.Errorf("%s: status %d (subject header %q), want 401 without headers", name, rec.Code, rec.Header().Get("X-Impersonation-Subject"))

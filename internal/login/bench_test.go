@@ -1,0 +1,50 @@
+package login_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/impersonator/impersonator/internal/redistest"
+)
+
+// BenchmarkSession is the customer app's hot path: GET
+// /impersonation/session with a valid cookie (already verified once, so
+// cached), on a real redis-server: routing, cookie lookup, one Touch
+// script, headers and JSON.
+func BenchmarkSession(b *testing.B) {
+	srv := redistest.StartServer(b)
+	w := newWorld(b, srv.Client(b), nil)
+	h := w.instance()
+	raw, _ := w.mint()
+	rec := loginJSON(h, raw)
+	if rec.Code != 200 {
+		b.Fatal(rec.Code)
+	}
+	c := sessionCookie(b, rec)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodGet, "/impersonation/session", nil)
+		req.AddCookie(c)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+	}
+}
+
+// BenchmarkFloorSession is the floor: the one Redis round trip (PING) that
+// no server-side revocation check can avoid.
+func BenchmarkFloorSession(b *testing.B) {
+	srv := redistest.StartServer(b)
+	c := srv.Client(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
