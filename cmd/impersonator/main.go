@@ -20,11 +20,14 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errTampered) {
 			fmt.Fprintln(os.Stderr, "impersonator:", err)
 		}
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
+		}
+		if errors.Is(err, errTampered) {
+			os.Exit(3)
 		}
 		os.Exit(1)
 	}
@@ -46,6 +49,7 @@ func commands() []command {
 		{"serve", "run the service (configuration from the environment or flags; serve --help)", runServe},
 		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
 		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
+		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/redistest"
+	"github.com/impersonator/impersonator/internal/store"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
@@ -299,5 +301,109 @@ func TestSessionsCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"sessions", "list"}, env(nil), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
 		t.Errorf("sessions list without REDIS_URL = %v, want an error naming REDIS_URL", err)
+	}
+}
+
+// TestAuditCommands: list (table, jsonl, csv), export (and --follow) and
+// verify against the Redis of a running serve; verify fails once an event
+// is deleted.
+func TestAuditCommands(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "IMPERSONATOR_CHECKPOINT_INTERVAL": "1s"})
+	redeemVia(t, srv, dir, base)
+	cli := env(map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir})
+	runOut := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), args, cli, &out, io.Discard)
+		return out.String(), err
+	}
+
+	table, err := runOut("audit", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME") || !strings.Contains(lines[1], "impersonation.redeemed") ||
+		!strings.Contains(lines[2], "impersonation.minted") || !strings.Contains(lines[1], "ada@example.com") || !strings.Contains(lines[1], "users:42") {
+		t.Errorf("audit list =\n%s\nwant a header, redeemed, then minted by ada on users:42", table)
+	}
+	jsonl, err := runOut("audit", "list", "--type", "impersonation.minted", "--format", "jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(jsonl)), &e); err != nil || e.Type != "impersonation.minted" {
+		t.Errorf("audit list --format jsonl --type minted = %q (%v)", jsonl, err)
+	}
+	csvOut, err := runOut("audit", "list", "--format", "csv", "--actor", "ada@example.com")
+	if err != nil || !strings.HasPrefix(csvOut, "id,time,type,") || strings.Count(csvOut, "\n") != 3 {
+		t.Errorf("audit list --format csv =\n%s (%v)", csvOut, err)
+	}
+	if _, err := runOut("audit", "list", "--type", "bogus"); err == nil {
+		t.Error("audit list --type bogus succeeded")
+	}
+	export, err := runOut("audit", "export")
+	if err != nil || strings.Count(export, "\n") != 2 || !strings.Contains(strings.Split(export, "\n")[0], "impersonation.minted") {
+		t.Errorf("audit export =\n%s (%v), want 2 lines, oldest first", export, err)
+	}
+
+	// verify: wait for serve's checkpointer (1s) to cover both events.
+	deadline := time.Now().Add(15 * time.Second)
+	var rep string
+	for {
+		rep, err = runOut("audit", "verify")
+		if err == nil && strings.Contains(rep, `"events_verified": 2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit verify never covered both events: %v\n%s", err, rep)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	st := store.New(srv.Client(t), store.Options{})
+	entries, err := st.Range(context.Background(), "-", "+", 0)
+	if err != nil || len(entries) != 2 {
+		t.Fatal(err)
+	}
+	if err := srv.Client(t).XDel(context.Background(), st.AuditStream(), entries[0].StreamID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = runOut("audit", "verify")
+	if !errors.Is(err, errTampered) || !strings.Contains(rep, entries[0].StreamID) || !strings.Contains(rep, "deleted") {
+		t.Errorf("verify after deleting %s = %v\n%s\nwant a failure naming it", entries[0].StreamID, err, rep)
+	}
+}
+
+// TestAuditExportFollow: export --follow streams events appended after it
+// started, then stops when cancelled.
+func TestAuditExportFollow(t *testing.T) {
+	srv := redistest.StartServer(t)
+	st := store.New(srv.Client(t), store.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"audit", "export", "--follow"}, env(map[string]string{"REDIS_URL": srv.URL()}), out, io.Discard)
+	}()
+	ev := audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1", Email: "a@example.com"}, Detail: "followed"}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "followed") {
+		if _, err := st.Append(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("export --follow wrote nothing")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("export --follow returned %v after cancel", err)
 	}
 }

@@ -83,6 +83,24 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	// Signed audit checkpoints, off the request path.
+	auditLog := server.AuditLog(st, now)
+	cpCtx, stopCheckpoints := context.WithCancel(context.Background())
+	cpDone := make(chan struct{})
+	go func() {
+		defer close(cpDone)
+		auditLog.RunCheckpointer(cpCtx, log, keys, cfg.CheckpointInterval, cfg.AuditRetention)
+	}()
+	defer func() {
+		stopCheckpoints()
+		<-cpDone
+		// Cover what this instance saw last before it goes.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := auditLog.CatchUp(fctx, keys); err != nil {
+			log.Error("final audit checkpoint failed", "error", err)
+		}
+	}()
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,

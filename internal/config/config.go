@@ -96,9 +96,11 @@ type Config struct {
 	AdminTokens      []Secret
 	LoginRate        Rate
 	// Extensions (README, "Configuration").
-	TrustedProxies []netip.Prefix
-	LogFormat      string // text or json
-	LogLevel       slog.Level
+	TrustedProxies     []netip.Prefix
+	LogFormat          string // text or json
+	LogLevel           slog.Level
+	CheckpointInterval time.Duration
+	AuditRetention     time.Duration // 0: keep everything
 }
 
 // Var describes one configuration variable, for flags, help and docs.
@@ -130,6 +132,8 @@ var Vars = []Var{
 	{"IMPERSONATOR_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
 	{"IMPERSONATOR_LOG_FORMAT", "log-format", "", "text or json (default: text with the embedded Redis, json otherwise)"},
 	{"IMPERSONATOR_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
+	{"IMPERSONATOR_CHECKPOINT_INTERVAL", "checkpoint-interval", "1m", "how often signed audit checkpoints are written (1s to 1h)"},
+	{"IMPERSONATOR_AUDIT_RETENTION", "audit-retention", "0", "audit events older than this are trimmed, whole checkpointed ranges only; 0 keeps everything"},
 }
 
 // Load reads the configuration from args (serve's flags) over getenv over
@@ -281,6 +285,10 @@ func parse(get func(string) string) (*Config, error) {
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("IMPERSONATOR_LOG_LEVEL"))); err != nil {
 		bad("IMPERSONATOR_LOG_LEVEL", "%q is not debug, info, warn or error", get("IMPERSONATOR_LOG_LEVEL"))
+	}
+	c.CheckpointInterval = dur("IMPERSONATOR_CHECKPOINT_INTERVAL", time.Second, time.Hour)
+	if v := get("IMPERSONATOR_AUDIT_RETENTION"); v != "0" {
+		c.AuditRetention = dur("IMPERSONATOR_AUDIT_RETENTION", time.Hour, 0)
 	}
 	if len(problems) > 0 {
 		return nil, &Error{Problems: problems}

@@ -23,19 +23,20 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		Listen:         "127.0.0.1:8080",
-		PublicURL:      "http://localhost:8080",
-		AppURL:         "http://localhost:3000",
-		Audience:       "http://localhost:3000",
-		KeysDir:        "keys",
-		Delivery:       Webhook,
-		TokenTTL:       60 * time.Second,
-		SessionTTL:     30 * time.Minute,
-		SessionIdle:    10 * time.Minute,
-		AllowedOrigins: []string{"https://app.forestadmin.com", "https://*.forestadmin.com"},
-		LoginRate:      Rate{N: 30, Per: time.Minute},
-		LogFormat:      "text",
-		LogLevel:       slog.LevelInfo,
+		Listen:             "127.0.0.1:8080",
+		PublicURL:          "http://localhost:8080",
+		AppURL:             "http://localhost:3000",
+		Audience:           "http://localhost:3000",
+		KeysDir:            "keys",
+		Delivery:           Webhook,
+		TokenTTL:           60 * time.Second,
+		SessionTTL:         30 * time.Minute,
+		SessionIdle:        10 * time.Minute,
+		AllowedOrigins:     []string{"https://app.forestadmin.com", "https://*.forestadmin.com"},
+		LoginRate:          Rate{N: 30, Per: time.Minute},
+		LogFormat:          "text",
+		LogLevel:           slog.LevelInfo,
+		CheckpointInterval: time.Minute,
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -107,6 +108,9 @@ func TestProblems(t *testing.T) {
 		{"IMPERSONATOR_TRUSTED_PROXIES", "not-an-ip"},
 		{"IMPERSONATOR_LOG_FORMAT", "xml"},
 		{"IMPERSONATOR_LOG_LEVEL", "loud"},
+		{"IMPERSONATOR_CHECKPOINT_INTERVAL", "0s"},
+		{"IMPERSONATOR_AUDIT_RETENTION", "10m"},
+		{"IMPERSONATOR_AUDIT_RETENTION", "forever"},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			_, err := load(t, map[string]string{tc.env: tc.value})

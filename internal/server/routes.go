@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/impersonator/impersonator/internal/action"
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/login"
 )
@@ -114,7 +115,9 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Get("/sessions", lh.ListSessions)
 		r.Delete("/sessions", lh.RevokeSessions(adminName))
 		r.Delete("/sessions/{id}", lh.RevokeSession(adminName))
-		// Audit (issue 5): GET /v1/audit/events, GET /v1/audit/verify.
+		auditLog := d.AuditLog()
+		r.Get("/audit/events", audit.EventsHandler(auditLog))
+		r.Get("/audit/verify", audit.VerifyHandler(auditLog, d.Keys))
 	})
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/impersonator/impersonator/internal/action"
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/store"
@@ -33,6 +34,14 @@ type Deps struct {
 	Policy *action.Policy
 	// Registry receives the service's metrics; a fresh one when nil.
 	Registry *prometheus.Registry
+}
+
+// AuditLog returns the reader of the store's audit stream and checkpoints.
+func (d Deps) AuditLog() *audit.Log { return AuditLog(d.Store, d.Now) }
+
+// AuditLog returns the audit log reader of st.
+func AuditLog(st *store.Store, now func() time.Time) *audit.Log {
+	return audit.NewLog(st.Client(), st.AuditStream(), st.Key("audit", "checkpoints"), now)
 }
 
 // New returns the service's handler.

@@ -79,6 +79,8 @@ func TestRoutes(t *testing.T) {
 		"GET /v1/sessions",
 		"DELETE /v1/sessions",
 		"DELETE /v1/sessions/{id}",
+		"GET /v1/audit/events",
+		"GET /v1/audit/verify",
 	}
 	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
 		for _, suffix := range []string{"", "/hooks/change", "/hooks/load"} {

@@ -301,3 +301,42 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	sum := sha256.Sum256([]byte(canonical))
 	return b64.EncodeToString(sum[:]), nil
 }
+
+// Sign signs msg with the signing key (Ed25519, or ECDSA P-256 over
+// SHA-256, ASN.1) and returns the key id with the signature. The audit
+// log's checkpoints are signed this way.
+func (ks *Keyset) Sign(msg []byte) (kid string, sig []byte, err error) {
+	k := ks.signer
+	switch p := k.private.(type) {
+	case ed25519.PrivateKey:
+		return k.ID, ed25519.Sign(p, msg), nil
+	case *ecdsa.PrivateKey:
+		sum := sha256.Sum256(msg)
+		sig, err := ecdsa.SignASN1(rand.Reader, p, sum[:])
+		return k.ID, sig, err
+	}
+	return "", nil, fmt.Errorf("key %s cannot sign", k.ID)
+}
+
+// ErrBadSignature is returned by VerifySignature.
+var ErrBadSignature = errors.New("bad signature")
+
+// VerifySignature checks a signature made by Sign with the key kid.
+func (ks *Keyset) VerifySignature(kid string, msg, sig []byte) error {
+	k, ok := ks.keys[kid]
+	if !ok {
+		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
+	}
+	switch p := k.Public().(type) {
+	case ed25519.PublicKey:
+		if ed25519.Verify(p, msg, sig) {
+			return nil
+		}
+	case *ecdsa.PublicKey:
+		sum := sha256.Sum256(msg)
+		if ecdsa.VerifyASN1(p, sum[:], sig) {
+			return nil
+		}
+	}
+	return ErrBadSignature
+}

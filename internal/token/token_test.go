@@ -436,3 +436,22 @@ func highS(t *testing.T, ks *token.Keyset) string {
 	s.FillBytes(sig[32:])
 	return raw[:i+1] + base64.RawURLEncoding.EncodeToString(sig)
 }
+
+func TestKeysetSign(t *testing.T) {
+	for _, alg := range []string{token.AlgEdDSA, token.AlgES256} {
+		ks := keyset(t, alg)
+		kid, sig, err := ks.Sign([]byte("checkpoint"))
+		if err != nil || kid != ks.Signer().ID {
+			t.Fatalf("%s: Sign = %s, %v", alg, kid, err)
+		}
+		if err := ks.VerifySignature(kid, []byte("checkpoint"), sig); err != nil {
+			t.Errorf("%s: own signature: %v", alg, err)
+		}
+		if err := ks.VerifySignature(kid, []byte("checkpoinT"), sig); err == nil {
+			t.Errorf("%s: signature verified over another message", alg)
+		}
+		if err := ks.VerifySignature("other", []byte("checkpoint"), sig); err == nil {
+			t.Errorf("%s: signature verified with an unknown kid", alg)
+		}
+	}
+}
