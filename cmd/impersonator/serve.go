@@ -39,6 +39,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.ForestAuthSecret == "" {
 		log.Warn("FOREST_AUTH_SECRET is not set: the Forest action routes answer 503 until it is")
 	}
+	if len(cfg.AdminTokens) == 0 {
+		log.Info("IMPERSONATOR_ADMIN_TOKENS is not set: the /v1 admin API answers 403")
+	}
 
 	conn, err := store.Open(cfg.RedisURL.Reveal())
 	if err != nil {
@@ -105,10 +108,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		WriteTimeout:      60 * time.Second, // /v1/audit/verify may take up to 50s
+
+		IdleTimeout:    60 * time.Second,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "app_url", cfg.AppURL, "delivery", string(cfg.Delivery))
 

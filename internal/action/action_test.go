@@ -376,6 +376,9 @@ func TestRate(t *testing.T) {
 		t.Fatalf("third request: status %d, want 403", rec.Code)
 	}
 	evs := a.events(t)
+	if len(evs) != 3 {
+		t.Fatalf("%d events after 2 mints and a refusal, want 3 (one denied event, not two)", len(evs))
+	}
 	last := evs[len(evs)-1]
 	if last.Type != audit.Denied || !strings.HasPrefix(last.Detail, "rule rate: over 2/h for this admin") {
 		t.Errorf("last event = %s %q, want a denied event naming the rate rule", last.Type, last.Detail)

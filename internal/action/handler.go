@@ -19,12 +19,11 @@ import (
 	"github.com/impersonator/impersonator/internal/token"
 )
 
-// Store is what the action needs of Redis: the atomic reserve-and-audit
-// step, a plain audit append for refusals, and the shared rate counter.
+// Store is what the action needs of Redis: the atomic
+// rate-reserve-and-audit step, and a plain audit append for refusals.
 type Store interface {
-	Reserve(ctx context.Context, jti string, g store.Grant, ttl time.Duration, ev audit.Event) (string, error)
+	ReserveLimited(ctx context.Context, jti string, g store.Grant, ttl time.Duration, ev audit.Event, l *store.Limit) (string, error)
 	Append(ctx context.Context, ev audit.Event) (string, error)
-	Allow(ctx context.Context, n int, window time.Duration, parts ...string) (bool, time.Duration, error)
 }
 
 // Issuer signs impersonation tokens.
@@ -94,7 +93,7 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 		ev.Requester = &audit.Actor{ID: t.RequesterID}
 	}
 	if err == nil {
-		err = o.authorize(r.Context(), admin, t)
+		err = o.authorize(admin, t)
 	}
 	if err != nil {
 		if werr := o.deny(r.Context(), ev, err); werr != nil {
@@ -112,7 +111,21 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	ev.Type, ev.TokenID = audit.Minted, issued.ID
 	ev.Detail = "delivery " + string(o.Delivery)
 	grant := store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, ExpiresAt: issued.ExpiresAt.Time}
-	if _, err := o.Store.Reserve(r.Context(), issued.ID, grant, o.TokenTTL, ev); err != nil {
+	// One round trip: the per-admin rate (counted in Redis, shared by every
+	// instance), the reservation and its audit event.
+	var limit *store.Limit
+	if rate := o.Policy.Rate; rate.N > 0 {
+		denied := ev
+		denied.Type, denied.TokenID = audit.Denied, ""
+		denied.Detail = "rule " + ruleRate + ": over " + rate.String() + " for this admin"
+		limit = &store.Limit{N: rate.N, Window: rate.Per, Key: []string{"rate", "mint", admin.ID}, Denied: denied}
+	}
+	_, err = o.Store.ReserveLimited(r.Context(), issued.ID, grant, o.TokenTTL, ev, limit)
+	var rateErr *store.RateError
+	if errors.As(err, &rateErr) {
+		return &forbidden{rule: ruleRate, detail: fmt.Sprintf("over %s; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))}
+	}
+	if err != nil {
 		return &unavailable{cause: err} // the token is dropped: never stored, never audited, never sent
 	}
 	o.Log.InfoContext(r.Context(), "impersonation minted",
@@ -160,21 +173,11 @@ func (o *Options) target(r *http.Request) (target, error) {
 	return t, nil
 }
 
-// authorize applies the policy, then the per-admin rate (counted in Redis,
-// shared by every instance).
-func (o *Options) authorize(ctx context.Context, a Admin, t target) error {
+// authorize applies the policy's rules; the rate is counted with the
+// reservation itself.
+func (o *Options) authorize(a Admin, t target) error {
 	if rule, detail := o.Policy.check(a, t); rule != "" {
 		return &forbidden{rule: rule, detail: detail}
-	}
-	if o.Policy.Rate.N == 0 {
-		return nil
-	}
-	ok, retry, err := o.Store.Allow(ctx, o.Policy.Rate.N, o.Policy.Rate.Per, "rate", "mint", a.ID)
-	if err != nil {
-		return &unavailable{cause: err}
-	}
-	if !ok {
-		return &forbidden{rule: ruleRate, detail: fmt.Sprintf("over %s for this admin; next allowed in %s", o.Policy.Rate, retry.Round(time.Second))}
 	}
 	return nil
 }

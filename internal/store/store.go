@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,16 +97,33 @@ const (
 	codeDuplicate = 2
 	codeUnknown   = 3
 	codeConsumed  = 4
+	codeRate      = 3 // reserve only: the rate refused
 )
 
 // consumedMark prefixes the grant of a redeemed token id: it is kept until
 // the token would have expired, so a replay is told from an unknown id.
 const consumedMark = "x"
 
-// reserveScript: KEYS[1] token key, KEYS[2] audit stream;
-// ARGV[1] grant JSON, ARGV[2] TTL in ms, ARGV[3] event JSON.
-// The event is appended and the token id reserved in one atomic step.
+// reserveScript: KEYS[1] token key, KEYS[2] audit stream, KEYS[3] rate
+// counter; ARGV[1] grant JSON, ARGV[2] TTL in ms, ARGV[3] minted event,
+// ARGV[4] rate limit (0: none), ARGV[5] rate window in ms, ARGV[6] event
+// appended when the rate refuses.
+// The rate is counted, the event appended and the token id reserved in one
+// atomic step: one round trip for the whole mint.
 var reserveScript = redis.NewScript(`
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[3])
+  local ttl = redis.call('PTTL', KEYS[3])
+  if n == 1 or ttl < 0 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+    ttl = tonumber(ARGV[5])
+  end
+  if n > limit then
+    redis.call('XADD', KEYS[2], '*', 'e', ARGV[6])
+    return {3, tostring(ttl)}
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {2, ''}
 end
@@ -119,6 +137,28 @@ return {1, id}
 // step: the token id is never stored without its audit event, nor the event
 // without the id. It returns the audit stream id of ev.
 func (s *Store) Reserve(ctx context.Context, jti string, g Grant, ttl time.Duration, ev audit.Event) (string, error) {
+	return s.ReserveLimited(ctx, jti, g, ttl, ev, nil)
+}
+
+// Limit is a rate counted in the same step as a reservation.
+type Limit struct {
+	N      int
+	Window time.Duration
+	Key    []string    // the counter's name parts, as for Allow
+	Denied audit.Event // appended instead of the minted event when over
+}
+
+// RateError is returned by ReserveLimited when the limit refuses; the
+// Denied event was appended and nothing was reserved.
+type RateError struct{ RetryAfter time.Duration }
+
+func (e *RateError) Error() string {
+	return fmt.Sprintf("store: rate limit reached, retry in %s", e.RetryAfter)
+}
+
+// ReserveLimited is Reserve with a rate counted in the same atomic step
+// (nil: no limit).
+func (s *Store) ReserveLimited(ctx context.Context, jti string, g Grant, ttl time.Duration, ev audit.Event, l *Limit) (string, error) {
 	if jti == "" || ttl <= 0 {
 		return "", fmt.Errorf("store: reserve needs a token id and a positive TTL")
 	}
@@ -130,13 +170,24 @@ func (s *Store) Reserve(ctx context.Context, jti string, g Grant, ttl time.Durat
 	if err != nil {
 		return "", err
 	}
+	rateKey, limit, window, denied := s.tokenKey(jti), 0, int64(0), ""
+	if l != nil && l.N > 0 {
+		if denied, err = s.encodeEvent(&l.Denied); err != nil {
+			return "", err
+		}
+		rateKey, limit, window = s.Key(l.Key...), l.N, l.Window.Milliseconds()
+	}
 	code, payload, err := runPair(ctx, reserveScript, s.rdb,
-		[]string{s.tokenKey(jti), s.AuditStream()}, string(grant), ttl.Milliseconds(), event)
+		[]string{s.tokenKey(jti), s.AuditStream(), rateKey}, string(grant), ttl.Milliseconds(), event, limit, window, denied)
 	if err != nil {
 		return "", fmt.Errorf("store: reserve: %w", err)
 	}
-	if code == codeDuplicate {
+	switch code {
+	case codeDuplicate:
 		return "", ErrDuplicate
+	case codeRate:
+		ms, _ := strconv.ParseInt(payload, 10, 64)
+		return "", &RateError{RetryAfter: time.Duration(ms) * time.Millisecond}
 	}
 	return payload, nil
 }

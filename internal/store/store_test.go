@@ -397,3 +397,32 @@ func TestAllow(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveLimited: the rate is counted in the reserve step; past it the
+// denied event is appended instead and nothing is reserved.
+func TestReserveLimited(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := newStore(t, b)
+			limit := &store.Limit{N: 2, Window: time.Hour, Key: []string{"rate", "mint", "1001"}, Denied: event(audit.Denied, "d", "rule rate")}
+			for i, jti := range []string{"j1", "j2"} {
+				if _, err := s.ReserveLimited(ctx, jti, grant, time.Minute, event(audit.Minted, jti, ""), limit); err != nil {
+					t.Fatalf("mint %d: %v", i+1, err)
+				}
+			}
+			_, err := s.ReserveLimited(ctx, "j3", grant, time.Minute, event(audit.Minted, "j3", ""), limit)
+			var rate *store.RateError
+			if !errors.As(err, &rate) || rate.RetryAfter <= 59*time.Minute || rate.RetryAfter > time.Hour {
+				t.Fatalf("third mint = %v, want a RateError with about an hour to wait", err)
+			}
+			if _, st, _ := s.Lookup(ctx, "j3"); st != store.Unknown {
+				t.Errorf("refused token id is %v, want unknown (never reserved)", st)
+			}
+			want := stamped(event(audit.Minted, "j1", ""), event(audit.Minted, "j2", ""), event(audit.Denied, "d", "rule rate"))
+			if diff := cmp.Diff(want, events(t, s)); diff != "" {
+				t.Errorf("audit events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
