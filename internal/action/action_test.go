@@ -26,6 +26,7 @@ import (
 	"github.com/impersonator/impersonator/internal/server"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
+	"github.com/impersonator/impersonator/internal/token/tokentest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden answers in testdata/answers")
@@ -69,14 +70,7 @@ func newInstance(t testing.TB, rdb redis.UniversalClient, prefix string, env map
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if _, err := token.WriteNew(dir, token.AlgEdDSA, t0); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := token.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := tokentest.Keyset(t, "")
 	now := func() time.Time { return t0 }
 	st := store.New(rdb, store.Options{Prefix: prefix, Now: now})
 	h := server.New(server.Deps{

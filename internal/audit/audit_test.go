@@ -16,6 +16,7 @@ import (
 	"github.com/impersonator/impersonator/internal/redistest"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
+	"github.com/impersonator/impersonator/internal/token/tokentest"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -185,14 +186,7 @@ func newTamperWorld(t *testing.T) *tamperWorld {
 	w := &tamperWorld{rdb: rdb, stream: st.AuditStream(), cps: st.Key("audit", "checkpoints")}
 	now := t0
 	w.log = audit.NewLog(rdb, w.stream, w.cps, func() time.Time { return now })
-	dir := t.TempDir()
-	if _, err := token.WriteNew(dir, token.AlgEdDSA, t0); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if w.keys, err = token.LoadDir(dir); err != nil {
-		t.Fatal(err)
-	}
+	w.keys = tokentest.Keyset(t, "")
 	ctx := context.Background()
 	add := func(i int) {
 		e := ev(audit.Minted, ada, "users", fmt.Sprint(i), t0.Add(time.Duration(i)*time.Second))

@@ -24,6 +24,7 @@ import (
 	"github.com/impersonator/impersonator/internal/server"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
+	"github.com/impersonator/impersonator/internal/token/tokentest"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -44,14 +45,7 @@ type world struct {
 
 func newWorld(t testing.TB, rdb redis.UniversalClient, env map[string]string) *world {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := token.WriteNew(dir, token.AlgEdDSA, t0); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := token.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := tokentest.Keyset(t, "")
 	vars := map[string]string{
 		"IMPERSONATOR_PUBLIC_URL":   "http://imp.test",
 		"IMPERSONATOR_APP_URL":      "http://app.test",

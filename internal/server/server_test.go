@@ -18,6 +18,7 @@ import (
 	"github.com/impersonator/impersonator/internal/redistest"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
+	"github.com/impersonator/impersonator/internal/token/tokentest"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -29,14 +30,7 @@ func testDeps(t *testing.T, rdb redis.UniversalClient) Deps {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if _, err := token.WriteNew(dir, token.AlgEdDSA, t0); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := token.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := tokentest.Keyset(t, "")
 	now := func() time.Time { return t0 }
 	return Deps{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -72,26 +72,18 @@ func (s *Store) Redeem(ctx context.Context, jti string, sess Session, idle time.
 	if err != nil {
 		return false, Unknown, err
 	}
-	args := []any{string(rec), ms(s.now()), ms(sess.ExpiresAt), ttlMillis(s.now(), sess.ExpiresAt, idle), sess.ID}
-	for _, ev := range []audit.Event{redeemed, rejected(Unknown), rejected(Consumed)} {
-		js, err := s.encodeEvent(&ev)
-		if err != nil {
-			return false, Unknown, err
-		}
-		args = append(args, js)
+	events, err := s.encodeOutcomes(redeemed, rejected)
+	if err != nil {
+		return false, Unknown, err
 	}
+	args := append([]any{string(rec), ms(s.now()), ms(sess.ExpiresAt), ttlMillis(s.now(), sess.ExpiresAt, idle), sess.ID}, events...)
 	code, _, err := runPair(ctx, redeemScript, s.rdb, []string{s.tokenKey(jti), s.AuditStream(),
 		s.sessionKey(sess.ID), s.sessionIndex(), s.adminSessions(sess.Actor.ID)}, args...)
 	if err != nil {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
-	switch code {
-	case codeOK:
-		return true, Live, nil
-	case codeConsumed:
-		return false, Consumed, nil
-	}
-	return false, Unknown, nil
+	ok, st := outcome(code)
+	return ok, st, nil
 }
 
 // ttlMillis is how long Redis keeps an untouched session: the idle timeout,

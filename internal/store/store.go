@@ -257,26 +257,42 @@ return {1, id}
 // with that state. Either way the event is written in the same atomic step
 // as the decision, so no redemption and no replay goes unaudited.
 func (s *Store) Consume(ctx context.Context, jti string, ok audit.Event, rejected func(State) audit.Event) (bool, State, error) {
-	events := make([]any, 0, 3)
-	for _, ev := range []audit.Event{ok, rejected(Unknown), rejected(Consumed)} {
-		js, err := s.encodeEvent(&ev)
-		if err != nil {
-			return false, Unknown, err
-		}
-		events = append(events, js)
+	events, err := s.encodeOutcomes(ok, rejected)
+	if err != nil {
+		return false, Unknown, err
 	}
 	code, _, err := runPair(ctx, consumeScript, s.rdb,
 		[]string{s.tokenKey(jti), s.AuditStream()}, events...)
 	if err != nil {
 		return false, Unknown, fmt.Errorf("store: consume: %w", err)
 	}
+	ok2, st := outcome(code)
+	return ok2, st, nil
+}
+
+// encodeOutcomes encodes the three events a consumption may append: on
+// success, for an unknown id, for a consumed one.
+func (s *Store) encodeOutcomes(ok audit.Event, rejected func(State) audit.Event) ([]any, error) {
+	out := make([]any, 0, 3)
+	for _, ev := range []audit.Event{ok, rejected(Unknown), rejected(Consumed)} {
+		js, err := s.encodeEvent(&ev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, js)
+	}
+	return out, nil
+}
+
+// outcome maps a consume or redeem script's code.
+func outcome(code int64) (bool, State) {
 	switch code {
 	case codeOK:
-		return true, Live, nil
+		return true, Live
 	case codeConsumed:
-		return false, Consumed, nil
+		return false, Consumed
 	}
-	return false, Unknown, nil
+	return false, Unknown
 }
 
 // Append writes one audit event on its own (refusals, session ends). It
