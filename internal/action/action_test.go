@@ -484,3 +484,39 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestPreflight pins the preflight answer the Forest UI gets: its origin
+// echoed with credentials, its headers allowed, a one-day cache and the
+// Private Network Access answer; a foreign origin gets no CORS header.
+func TestPreflight(t *testing.T) {
+	_, rdb := redistest.Embedded(t)
+	f := newFixture(t, rdb, nil, nil)
+	preflight := func(origin string) http.Header {
+		req := httptest.NewRequest(http.MethodOptions, agentPath, nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization,content-type,forest-context-url")
+		req.Header.Set("Access-Control-Request-Private-Network", "true")
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, req)
+		return rec.Header()
+	}
+	h := preflight("https://acme.forestadmin.com")
+	for k, want := range map[string]string{
+		"Access-Control-Allow-Origin":          "https://acme.forestadmin.com",
+		"Access-Control-Allow-Credentials":     "true",
+		"Access-Control-Allow-Methods":         "POST",
+		"Access-Control-Allow-Headers":         "authorization,content-type,forest-context-url",
+		"Access-Control-Max-Age":               "86400",
+		"Access-Control-Allow-Private-Network": "true",
+	} {
+		if got := h.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	for k := range preflight("https://evil.example") {
+		if strings.HasPrefix(k, "Access-Control-Allow") {
+			t.Errorf("foreign origin got %s", k)
+		}
+	}
+}
