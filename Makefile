@@ -15,6 +15,10 @@ help: ## list the targets
 run: ## start the service on its embedded defaults (in-process Redis, generated dev key)
 	$(GO) run ./cmd/impersonator serve
 
+.PHONY: demo
+demo: ## walk one impersonation end to end (mint, login, session, replay, logout, audit) and print it
+	$(GO) run ./tools/demo
+
 .PHONY: build
 build: ## build the binary into bin/
 	$(GO) build -trimpath -o $(BIN) ./cmd/impersonator
