@@ -2,60 +2,152 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"text/tabwriter"
 	"time"
 
 	"github.com/impersonator/impersonator/internal/token"
 )
 
+const keysUsage = `Usage: impersonator keys generate [--alg EdDSA|ES256] [--dir DIR] [--activate-after D]
+       impersonator keys retire KID [--dir DIR] [--grace D]
+       impersonator keys list [--dir DIR]
+
+  generate  write a new key. It is pending (published and verifying, not
+            signing) for --activate-after (default 10m; 0 signs at once), then
+            signs; the first key of an empty folder signs at once.
+  retire    make key KID verify-only now and drop it after --grace (default
+            30m, the default IMPERSONATOR_SESSION_TTL; give at least the
+            longest session lifetime). The key that signs cannot be retired.
+  list      show each key: KID, ALG, FILE, STATE (pending, signing,
+            verify-only, retired = dropped), ACTIVATES and DROPS times.
+
+Running instances pick changes up when they reload the keys folder; no
+restart is needed.
+`
+
+// Defaults of keys generate and keys retire.
+const (
+	defaultActivateAfter = 10 * time.Minute
+	defaultGrace         = 30 * time.Minute
+)
+
 func runKeys(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "generate" && args[0] != "list") {
-		fmt.Fprint(stderr, "Usage: impersonator keys generate [--alg EdDSA|ES256] [--dir DIR]\n       impersonator keys list [--dir DIR]\n")
+	return keysCommand(args, getenv, time.Now, stdout, stderr)
+}
+
+// keysCommand is `impersonator keys`, with now as the clock.
+func keysCommand(args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "generate" && args[0] != "retire" && args[0] != "list") {
+		fmt.Fprint(stderr, keysUsage)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return flag.ErrHelp
 		}
 		return errUsage
 	}
-	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	sub := args[0]
+	set := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
+	set.SetOutput(stderr)
 	defDir := getenv("IMPERSONATOR_KEYS_DIR")
 	if defDir == "" {
 		defDir = "keys"
 	}
-	dir := fs.String("dir", defDir, "keys folder (IMPERSONATOR_KEYS_DIR)")
-	alg := token.AlgEdDSA
-	if args[0] == "generate" {
-		fs.StringVar(&alg, "alg", token.AlgEdDSA, "EdDSA (Ed25519) or ES256 (ECDSA P-256)")
+	dir := set.String("dir", defDir, "keys folder (IMPERSONATOR_KEYS_DIR)")
+	var alg string
+	var activateAfter, grace time.Duration
+	wantArgs := 0
+	switch sub {
+	case "generate":
+		set.StringVar(&alg, "alg", token.AlgEdDSA, "EdDSA (Ed25519) or ES256 (ECDSA P-256)")
+		set.DurationVar(&activateAfter, "activate-after", defaultActivateAfter, "time the key is pending before it signs (0: at once)")
+	case "retire":
+		set.DurationVar(&grace, "grace", defaultGrace, "time the key still verifies before it is dropped: at least the longest session lifetime")
+		wantArgs = 1
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("keys %s: unexpected arguments %q", args[0], fs.Args())
-	}
-	if args[0] == "generate" {
-		k, err := token.WriteNew(*dir, alg, time.Now())
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "generated %s key %s in %s/%s; it signs from the next start\n", k.Alg, k.ID, *dir, k.File)
-		return nil
-	}
-	ks, err := token.LoadDir(*dir)
+	pos, err := parseInterspersed(set, args[1:])
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KID\tALG\tFILE\tSIGNS")
-	for _, k := range ks.Keys() {
-		signs := ""
-		if k == ks.Signer() {
-			signs = "yes"
+	if len(pos) != wantArgs {
+		return fmt.Errorf("keys %s: want %d argument(s), got %q", sub, wantArgs, pos)
+	}
+	switch sub {
+	case "generate":
+		return keysGenerate(*dir, alg, activateAfter, now(), stdout)
+	case "retire":
+		return keysRetire(*dir, pos[0], grace, now(), stdout)
+	}
+	return keysList(*dir, now, stdout)
+}
+
+// parseInterspersed parses flags before and after positional arguments
+// (keys retire KID --dir DIR) and returns the positional ones.
+func parseInterspersed(set *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := set.Parse(args); err != nil {
+			return nil, err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.File, signs)
+		if set.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, set.Arg(0))
+		args = set.Args()[1:]
+	}
+}
+
+func keysGenerate(dir, alg string, activateAfter time.Duration, now time.Time, stdout io.Writer) error {
+	if activateAfter < 0 {
+		return fmt.Errorf("keys generate: --activate-after %s is negative", activateAfter)
+	}
+	// The first key of a folder has no key to stay behind: it signs at once.
+	if _, err := token.LoadDir(dir, token.WithClock(func() time.Time { return now })); errors.Is(err, token.ErrNoKeys) || errors.Is(err, fs.ErrNotExist) {
+		activateAfter = 0
+	} else if err != nil {
+		return fmt.Errorf("keys generate: the keys folder has a problem to fix first: %w", err)
+	}
+	k, err := token.WriteKey(dir, alg, now, now.Add(activateAfter))
+	if err != nil {
+		return err
+	}
+	if activateAfter == 0 {
+		fmt.Fprintf(stdout, "generated %s key %s in %s/%s; it signs now\n", k.Alg, k.ID, dir, k.File)
+		return nil
+	}
+	fmt.Fprintf(stdout, "generated %s key %s in %s/%s; it is published and verifies from the next reload, and signs from %s\n",
+		k.Alg, k.ID, dir, k.File, k.ActivateAt.Format(time.RFC3339))
+	return nil
+}
+
+func keysRetire(dir, kid string, grace time.Duration, now time.Time, stdout io.Writer) error {
+	k, err := token.Retire(dir, kid, now, grace)
+	if err != nil {
+		return fmt.Errorf("keys retire: %w", err)
+	}
+	fmt.Fprintf(stdout, "retired key %s: it verifies until %s, then is dropped (its file %s can be deleted after that)\n",
+		k.ID, k.DropAt.Format(time.RFC3339), k.File)
+	return nil
+}
+
+func keysList(dir string, now func() time.Time, stdout io.Writer) error {
+	ks, err := token.LoadDir(dir, token.WithClock(now))
+	if err != nil {
+		return err
+	}
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tALG\tFILE\tSTATE\tACTIVATES\tDROPS")
+	for _, k := range ks.Keys() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.File, ks.State(k), when(k.ActivateAt), when(k.DropAt))
 	}
 	return tw.Flush()
 }

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,11 +30,21 @@ const (
 	AlgES256 = "ES256"
 )
 
-// Key is one signing key of the keyset.
+// Key is one signing key of the keyset. A Key is never modified once
+// loaded: a reload builds new ones.
 type Key struct {
-	ID      string // RFC 7638 JWK thumbprint (SHA-256, base64url)
-	Alg     string // AlgEdDSA or AlgES256
-	File    string // file name inside the keys folder
+	ID   string // RFC 7638 JWK thumbprint (SHA-256, base64url)
+	Alg  string // AlgEdDSA or AlgES256
+	File string // file name inside the keys folder
+
+	// Lifecycle, from the key's sidecar file (see WriteKey); zero when
+	// unset. The key is pending before ActivateAt, verify-only from
+	// RetireAt and dropped (neither verifies tokens nor is published)
+	// from DropAt.
+	ActivateAt time.Time
+	RetireAt   time.Time
+	DropAt     time.Time
+
 	private crypto.Signer
 }
 
@@ -44,70 +56,160 @@ func (k *Key) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("kid", k.ID), slog.String("alg", k.Alg), slog.String("file", k.File))
 }
 
-// Keyset holds every key of the keys folder. The key whose file name sorts
-// last signs; every key verifies and is published in the JWKS.
+// Keyset holds the keys of the keys folder and what each does at a given
+// time (see KeyState): the newest active key signs; pending, active and
+// retired-but-not-dropped keys verify and are published in the JWKS.
+//
+// A Keyset loaded with LoadDir can reload its folder without a restart
+// (Reload, Watch, and one rate-limited reload when a token names an unknown
+// key). All its methods are safe for concurrent use: readers work on an
+// immutable snapshot that a reload replaces atomically, and the signer is
+// chosen against the clock at each use, so a pending key starts signing at
+// its activation time without any reload.
 type Keyset struct {
-	keys   map[string]*Key
-	signer *Key
-	jwks   []byte
+	dir string // "" for NewKeyset: nothing to reload
+	now func() time.Time
+	log *slog.Logger // nil: reloads are not logged
+
+	cur     atomic.Pointer[snapshot]
+	reloads atomic.Int64 // successful reloads, for tests
+
+	mu            sync.Mutex // serialises reloads
+	lastKidReload time.Time  // guarded by mu
 }
 
-// ErrNoKeys is returned by LoadDir for a folder without keys.
+// snapshot is one reading of the keys folder; never modified once stored.
+type snapshot struct {
+	keys []*Key // oldest first: file name order (NewKeyset: argument order)
+	byID map[string]*Key
+	jwks []jwk // public JWK of keys[i]
+}
+
+// ErrNoKeys is returned by LoadDir for a folder without a key that can sign.
 var ErrNoKeys = errors.New("no signing keys")
 
-// NewKeyset builds a keyset from keys; the last one signs.
+// Option configures a Keyset loaded by LoadDir or LoadOrCreate.
+type Option func(*Keyset)
+
+// WithClock sets the clock that decides the keys' states (time.Now by
+// default). An Issuer and a Verifier use their own clock instead.
+func WithClock(now func() time.Time) Option { return func(ks *Keyset) { ks.now = now } }
+
+// WithLogger logs reloads that change the keys and reloads that fail. Keys
+// are logged by id, algorithm and file only.
+func WithLogger(log *slog.Logger) Option { return func(ks *Keyset) { ks.log = log } }
+
+// NewKeyset builds a keyset from keys, oldest first; with no lifecycle set
+// on them, the last one signs. It has no folder: Reload fails.
 func NewKeyset(keys ...*Key) (*Keyset, error) {
+	ks := &Keyset{now: time.Now}
+	s, err := newSnapshot(keys, ks.now())
+	if err != nil {
+		return nil, err
+	}
+	ks.cur.Store(s)
+	return ks, nil
+}
+
+func newSnapshot(keys []*Key, now time.Time) (*snapshot, error) {
 	if len(keys) == 0 {
 		return nil, ErrNoKeys
 	}
-	ks := &Keyset{keys: make(map[string]*Key, len(keys)), signer: keys[len(keys)-1]}
-	set := jwkSet{Keys: []jwk{}}
+	s := &snapshot{keys: keys, byID: make(map[string]*Key, len(keys))}
 	for _, k := range keys {
-		if _, dup := ks.keys[k.ID]; dup {
+		if _, dup := s.byID[k.ID]; dup {
 			return nil, fmt.Errorf("key %s is present twice (%s)", k.ID, k.File)
 		}
-		ks.keys[k.ID] = k
+		s.byID[k.ID] = k
 		j, err := publicJWK(k.Public())
 		if err != nil {
 			return nil, err
 		}
 		j.Kid, j.Alg, j.Use = k.ID, k.Alg, "sig"
-		set.Keys = append(set.Keys, j)
+		s.jwks = append(s.jwks, j)
 	}
-	var err error
-	if ks.jwks, err = json.Marshal(set); err != nil {
+	if s.signer(now) == nil {
+		return nil, fmt.Errorf("%w: every key is retired", ErrNoKeys)
+	}
+	return s, nil
+}
+
+// signer returns the newest active key at now or, when none is active yet,
+// the newest pending one; nil when every key is retired.
+func (s *snapshot) signer(now time.Time) *Key {
+	var pending *Key
+	for _, k := range slices.Backward(s.keys) {
+		if k.active(now) {
+			return k
+		}
+		if pending == nil && k.pending(now) {
+			pending = k
+		}
+	}
+	return pending
+}
+
+// lookup returns the key kid if it verifies tokens at now.
+func (s *snapshot) lookup(kid string, now time.Time) (*Key, bool) {
+	k, ok := s.byID[kid]
+	if !ok || k.dropped(now) {
+		return nil, false
+	}
+	return k, true
+}
+
+// Signer returns the key that signs new tokens now, or nil when every key
+// is retired.
+func (ks *Keyset) Signer() *Key { return ks.signerAt(ks.now()) }
+
+func (ks *Keyset) signerAt(now time.Time) *Key { return ks.cur.Load().signer(now) }
+
+// Lookup returns the key with id kid if it verifies tokens now (any key
+// that is not dropped).
+func (ks *Keyset) Lookup(kid string) (*Key, bool) { return ks.cur.Load().lookup(kid, ks.now()) }
+
+// Keys returns every key of the folder, dropped ones included, oldest
+// first. State tells what each does now.
+func (ks *Keyset) Keys() []*Key { return slices.Clone(ks.cur.Load().keys) }
+
+// State returns what k does now.
+func (ks *Keyset) State(k *Key) KeyState { return ks.cur.Load().state(k, ks.now()) }
+
+// JWKS returns the public keys that verify tokens now as a JSON Web Key Set
+// (RFC 7517). It changes with reloads and drop times: call it per request.
+func (ks *Keyset) JWKS() []byte {
+	s, now := ks.cur.Load(), ks.now()
+	set := jwkSet{Keys: []jwk{}}
+	for i, k := range s.keys {
+		if !k.dropped(now) {
+			set.Keys = append(set.Keys, s.jwks[i])
+		}
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return b
+}
+
+// LoadDir reads every *.pem file of dir, with its sidecar file if any (see
+// WriteKey). Files must hold one PKCS#8 private key (Ed25519 or ECDSA
+// P-256) and must not be readable by group or others; sidecars must not be
+// writable by them. The keyset can reload dir later (Reload, Watch).
+func LoadDir(dir string, opts ...Option) (*Keyset, error) {
+	ks := &Keyset{dir: dir, now: time.Now}
+	for _, o := range opts {
+		o(ks)
+	}
+	s, err := readDir(dir, ks.now())
+	if err != nil {
 		return nil, err
 	}
+	ks.cur.Store(s)
 	return ks, nil
 }
 
-// Signer returns the key that signs new tokens.
-func (ks *Keyset) Signer() *Key { return ks.signer }
-
-// Lookup returns the key with id kid.
-func (ks *Keyset) Lookup(kid string) (*Key, bool) {
-	k, ok := ks.keys[kid]
-	return k, ok
-}
-
-// Keys returns every key, the signer last.
-func (ks *Keyset) Keys() []*Key {
-	out := make([]*Key, 0, len(ks.keys))
-	for _, k := range ks.keys {
-		if k != ks.signer {
-			out = append(out, k)
-		}
-	}
-	slices.SortFunc(out, func(a, b *Key) int { return strings.Compare(a.File, b.File) })
-	return append(out, ks.signer)
-}
-
-// JWKS returns the public keys as a JSON Web Key Set (RFC 7517).
-func (ks *Keyset) JWKS() []byte { return ks.jwks }
-
-// LoadDir reads every *.pem file of dir. Files must hold one PKCS#8 private
-// key (Ed25519 or ECDSA P-256) and must not be readable by group or others.
-func LoadDir(dir string) (*Keyset, error) {
+func readDir(dir string, now time.Time) (*snapshot, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -119,6 +221,9 @@ func LoadDir(dir string) (*Keyset, error) {
 			continue
 		}
 		k, err := loadKeyFile(dir, e.Name())
+		if err == nil {
+			err = readSidecar(dir, k)
+		}
 		if err != nil {
 			problems = append(problems, err)
 			continue
@@ -132,7 +237,11 @@ func LoadDir(dir string) (*Keyset, error) {
 		return nil, fmt.Errorf("%w in %s", ErrNoKeys, dir)
 	}
 	slices.SortFunc(keys, func(a, b *Key) int { return strings.Compare(a.File, b.File) })
-	return NewKeyset(keys...)
+	s, err := newSnapshot(keys, now)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return s, nil
 }
 
 func loadKeyFile(dir, name string) (*Key, error) {
@@ -205,40 +314,17 @@ func Generate(alg string) (*Key, error) {
 	return newKey(priv)
 }
 
-// WriteNew generates a key for alg and writes it to dir (created with mode
-// 0700 when missing) as <UTC time>-<kid>.pem with mode 0600, so that the file
-// names of a folder sort from oldest to newest.
+// WriteNew generates a key for alg and writes it to dir, active at once:
+// WriteKey with activateAt now.
 func WriteNew(dir, alg string, now time.Time) (*Key, error) {
-	k, err := Generate(alg)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k.private)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	k.File = now.UTC().Format("20060102T150405Z") + "-" + k.ID + ".pem"
-	f, err := os.OpenFile(filepath.Join(dir, k.File), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return WriteKey(dir, alg, now, now)
 }
 
 // LoadOrCreate loads dir, or, when it holds no key (or does not exist),
-// writes a new EdDSA key first. created reports whether it did.
-func LoadOrCreate(dir string, now time.Time) (ks *Keyset, created *Key, err error) {
-	ks, err = LoadDir(dir)
+// writes a new EdDSA key, active at once, first. created reports whether it
+// did.
+func LoadOrCreate(dir string, now time.Time, opts ...Option) (ks *Keyset, created *Key, err error) {
+	ks, err = LoadDir(dir, opts...)
 	if err == nil {
 		return ks, nil, nil
 	}
@@ -248,7 +334,7 @@ func LoadOrCreate(dir string, now time.Time) (ks *Keyset, created *Key, err erro
 	if created, err = WriteNew(dir, AlgEdDSA, now); err != nil {
 		return nil, nil, err
 	}
-	ks, err = LoadDir(dir)
+	ks, err = LoadDir(dir, opts...)
 	return ks, created, err
 }
 
@@ -306,7 +392,10 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 // SHA-256, ASN.1) and returns the key id with the signature. The audit
 // log's checkpoints are signed this way.
 func (ks *Keyset) Sign(msg []byte) (kid string, sig []byte, err error) {
-	k := ks.signer
+	k := ks.Signer()
+	if k == nil {
+		return "", nil, fmt.Errorf("%w: every key is retired", ErrNoKeys)
+	}
 	switch p := k.private.(type) {
 	case ed25519.PrivateKey:
 		return k.ID, ed25519.Sign(p, msg), nil
@@ -321,9 +410,13 @@ func (ks *Keyset) Sign(msg []byte) (kid string, sig []byte, err error) {
 // ErrBadSignature is returned by VerifySignature.
 var ErrBadSignature = errors.New("bad signature")
 
-// VerifySignature checks a signature made by Sign with the key kid.
+// VerifySignature checks a signature made by Sign with the key kid. Unlike
+// token verification it accepts every key of the folder, dropped ones
+// included: audit checkpoints must verify for as long as the audit log is
+// kept, long after the tokens of their time expired. Deleting a key's file
+// stops it.
 func (ks *Keyset) VerifySignature(kid string, msg, sig []byte) error {
-	k, ok := ks.keys[kid]
+	k, ok := ks.cur.Load().byID[kid]
 	if !ok {
 		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
 	}

@@ -110,7 +110,7 @@ func NewJTI() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// Issuer signs tokens with the keyset's signing key.
+// Issuer signs tokens with the keyset's signing key at the issuer's clock.
 type Issuer struct {
 	keys     *Keyset
 	issuer   string
@@ -140,7 +140,10 @@ func (is *Issuer) Issue(k Kind, c Claims, ttl time.Duration) (string, *Claims, e
 	if err := c.Validate(); err != nil {
 		return "", nil, fmt.Errorf("token: refusing to issue: %w", err)
 	}
-	key := is.keys.Signer()
+	key := is.keys.signerAt(now)
+	if key == nil {
+		return "", nil, fmt.Errorf("token: refusing to issue: %w: every key is retired", ErrNoKeys)
+	}
 	t := jwt.NewWithClaims(signingMethod(key.Alg), &c)
 	t.Header["typ"] = k.Typ()
 	t.Header["kid"] = key.ID
@@ -169,7 +172,10 @@ func signingMethod(alg string) jwt.SigningMethod {
 }
 
 // Verifier checks tokens strictly: allowlisted algorithm of the key named by
-// kid, typ of the expected kind, iss, aud, exp, iat, jti and lifetime.
+// kid, typ of the expected kind, iss, aud, exp, iat, jti and lifetime. The
+// key must verify at the verifier's clock (not dropped); a kid the keyset
+// does not hold triggers one rate-limited reload of the keys folder (see
+// UnknownKeyReloadInterval) before the token is refused.
 type Verifier struct {
 	keys     *Keyset
 	issuer   string
@@ -213,6 +219,7 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 		return nil, ErrMalformed
 	}
 	c := &Claims{kind: k, maxTTL: maxTTL(k)}
+	now := v.now()
 	var cause error
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{AlgEdDSA, AlgES256}),
@@ -222,7 +229,7 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(Leeway),
 		jwt.WithStrictDecoding(),
-		jwt.WithTimeFunc(v.now),
+		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
 	_, err := p.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		for _, h := range forbiddenHeaders {
@@ -236,7 +243,12 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 			return nil, cause
 		}
 		kid, _ := t.Header["kid"].(string)
-		key, ok := v.keys.Lookup(kid)
+		key, ok := v.keys.cur.Load().lookup(kid, now)
+		if !ok && v.keys.reloadForKid(kid) {
+			// Another instance may sign with a key this one has not
+			// loaded yet.
+			key, ok = v.keys.cur.Load().lookup(kid, now)
+		}
 		if !ok {
 			cause = fmt.Errorf("%w: %q", ErrUnknownKey, kid)
 			return nil, cause
