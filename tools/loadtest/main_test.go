@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,5 +108,50 @@ func TestFlags(t *testing.T) {
 		if _, err := parseFlags(args, &strings.Builder{}); err == nil {
 			t.Errorf("%q accepted", args)
 		}
+	}
+}
+
+// TestRawClientAllocatesNothing proves that the floors' allocation figure
+// is the server's alone: against a server that allocates nothing either,
+// allocsPerRequest finds nothing.
+func TestRawClientAllocatesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{\"ok\":true}\n")
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			if len(line) == 2 { // the blank line that ends a request without a body
+				if _, err := conn.Write(answer); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+	raw := rawRequest(req)
+	reqs := make([][]byte, calibrationWarm+500)
+	for i := range reqs {
+		reqs[i] = raw
+	}
+	got, err := allocsPerRequest(ln.Addr().String(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.3f allocations per request", got)
+	if got > 0.05 {
+		t.Errorf("%.2f allocations per request with a server that makes none", got)
 	}
 }
