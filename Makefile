@@ -35,6 +35,10 @@ test-deps: ## install what the tests need and a fresh machine lacks (redis-serve
 bench: test-deps ## run the benchmarks; print figures and ratios to floors measured in the same run
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS) | $(GO) run ./tools/benchratio
 
+.PHONY: loadtest
+loadtest: ## load the service over HTTP (8s per scenario) and print req/s, latency, allocs and ratios to floors
+	$(GO) run ./tools/loadtest $(LOADTEST_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## fuzz the token verifier for 30s
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/token

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoadtest runs the whole tool, briefly, against a freshly started
+// redis-server and service: every scenario completes requests without an
+// error, and the JSON has every field.
+func TestLoadtest(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "loadtest.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr strings.Builder
+	if err := run(ctx, []string{"--duration", "300ms", "--concurrency", "4", "--json", out}, &stdout, &stderr); err != nil {
+		t.Fatalf("loadtest: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	t.Log("\n" + stdout.String())
+
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"target", "managed", "floor_redis", "duration", "concurrency", "gomaxprocs", "num_cpu", "go_version", "scenarios", "ratios"} {
+		if _, ok := rep[k]; !ok {
+			t.Errorf("the JSON lacks %q", k)
+		}
+	}
+	scenarios, _ := rep["scenarios"].([]any)
+	seen := map[string]bool{}
+	for _, s := range scenarios {
+		s := s.(map[string]any)
+		name, _ := s["name"].(string)
+		seen[name] = true
+		for _, k := range []string{"name", "kind", "requests", "errors", "seconds", "req_per_s", "p50_ms", "p99_ms", "allocs_per_request", "allocs_source", "first_error"} {
+			if _, ok := s[k]; !ok {
+				t.Errorf("%s: the JSON lacks %q", name, k)
+			}
+		}
+		if n, _ := s["requests"].(float64); n < 1 {
+			t.Errorf("%s: no request completed", name)
+		}
+		if n, _ := s["errors"].(float64); n != 0 {
+			t.Errorf("%s: %v errors, the first: %v", name, n, s["first_error"])
+		}
+		for _, k := range []string{"req_per_s", "p50_ms", "p99_ms", "allocs_per_request"} {
+			if v, _ := s[k].(float64); v <= 0 {
+				t.Errorf("%s: %s is %v", name, k, s[k])
+			}
+		}
+	}
+	for _, want := range []string{"bare-http", "mint", "mint-floor", "redeem", "redeem-floor", "session", "session-floor"} {
+		if !seen[want] {
+			t.Errorf("no %s scenario", want)
+		}
+	}
+	ratios, _ := rep["ratios"].([]any)
+	if len(ratios) != 4 {
+		t.Errorf("%d ratios, want 4", len(ratios))
+	}
+	for _, r := range ratios {
+		r := r.(map[string]any)
+		for _, k := range []string{"name", "scenario", "floor", "cost", "p50", "p99"} {
+			if v, ok := r[k]; !ok || v == 0.0 {
+				t.Errorf("ratio %v: %s is %v", r["name"], k, v)
+			}
+		}
+	}
+}
+
+// TestHistogram checks the percentiles against known samples.
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Millisecond / 10) // 0.1ms … 100ms
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}} {
+		got := h.quantile(c.q)
+		if d := float64(got-c.want) / float64(c.want); d < -0.01 || d > 0.01 {
+			t.Errorf("quantile(%v) = %v, want %v within 1%%", c.q, got, c.want)
+		}
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--url", "http://10.0.0.1:8080", "--forest-secret", "s"},
+		{"--url", "http://127.0.0.1:8080"},
+		{"--duration", "1h"},
+		{"--concurrency", "0"},
+	} {
+		if _, err := parseFlags(args, &strings.Builder{}); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+}
+
+// TestRawClientAllocatesNothing proves that the floors' allocation figure
+// is the server's alone: against a server that allocates nothing either,
+// allocsPerRequest finds nothing.
+func TestRawClientAllocatesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	answer := []byte("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{\"ok\":true}\n")
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			if len(line) == 2 { // the blank line that ends a request without a body
+				if _, err := conn.Write(answer); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+	raw := rawRequest(req)
+	reqs := make([][]byte, calibrationWarm+500)
+	for i := range reqs {
+		reqs[i] = raw
+	}
+	got, err := allocsPerRequest(ln.Addr().String(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.3f allocations per request", got)
+	if got > 0.05 {
+		t.Errorf("%.2f allocations per request with a server that makes none", got)
+	}
+}
