@@ -1,5 +1,9 @@
 // Package redistest starts the Redis servers tests run against: the embedded
-// one (miniredis) and a real redis-server on a free loopback port.
+// one (miniredis), a real redis-server on a free loopback port, a real
+// three-master Redis Cluster (StartCluster) and a real primary with replicas
+// watched by three Sentinels (StartSentinel). Every process listens on
+// 127.0.0.1 only, keeps its files in a test temp dir and is killed when the
+// test ends.
 package redistest
 
 import (
@@ -20,13 +24,26 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a real redis-server process owned by a test.
+// Server is a real redis-server process owned by a test: a plain server, a
+// Cluster node, a Sentinel-watched primary or replica, or a Sentinel.
 type Server struct {
 	Addr string
 	cmd  *exec.Cmd
 	port int
 	dir  string
 	tb   testing.TB
+
+	// clusterNode makes this a Cluster node, with its cluster bus on busPort
+	// (the default, port+10000, may not exist or be free).
+	clusterNode bool
+	busPort     int
+	// sentinelConf, when set, makes this a Sentinel run from a config file
+	// with these lines (the port, bind, dir and log lines are added).
+	sentinelConf string
+	// extra is appended to the command line of a data node.
+	extra []string
+	// ready, when set, runs once the process answers PING.
+	ready func(context.Context, *Server) error
 }
 
 var quietOnce sync.Once
@@ -57,30 +74,70 @@ func binary() (string, error) {
 func StartServer(tb testing.TB) *Server {
 	tb.Helper()
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
+	s := &Server{dir: tb.TempDir(), tb: tb}
+	s.launch()
+	return s
+}
+
+// launch starts s on free ports, trying again a few times when a port was
+// taken in the meantime, and kills it when the test ends.
+func (s *Server) launch() {
+	s.tb.Helper()
 	bin, err := binary()
 	if err != nil {
-		tb.Fatal(err)
+		s.tb.Fatal(err)
 	}
-	s := &Server{dir: tb.TempDir(), tb: tb}
 	var lastErr error
 	for range 5 {
-		s.port = freePort(tb)
+		s.port = freePort(s.tb)
+		if s.clusterNode {
+			s.busPort = freePort(s.tb)
+			if s.busPort == s.port {
+				continue
+			}
+		}
 		if lastErr = s.start(bin); lastErr == nil {
-			tb.Cleanup(s.stop)
-			return s
+			s.tb.Cleanup(s.stop)
+			return
 		}
 	}
-	tb.Fatalf("redis-server did not start: %v", lastErr)
-	return nil
+	s.tb.Fatalf("redis-server did not start: %v", lastErr)
+}
+
+// args returns the redis-server command line (without the binary).
+func (s *Server) args() ([]string, error) {
+	port := strconv.Itoa(s.port)
+	logfile := filepath.Join(s.dir, "redis.log")
+	if s.sentinelConf != "" {
+		// Sentinel needs a writable config file: it rewrites it.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		text := fmt.Sprintf("port %s\nbind 127.0.0.1\ndaemonize no\ndir %q\nlogfile %q\n%s",
+			port, s.dir, logfile, s.sentinelConf)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			return nil, err
+		}
+		return []string{conf, "--sentinel"}, nil
+	}
+	args := []string{
+		"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		"--daemonize", "no", "--logfile", logfile,
+	}
+	if s.clusterNode {
+		args = append(args,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(s.busPort))
+	}
+	return append(args, s.extra...), nil
 }
 
 func (s *Server) start(bin string) error {
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
-	s.cmd = exec.Command(bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir,
-		"--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
-	)
+	args, err := s.args()
+	if err != nil {
+		return err
+	}
+	s.cmd = exec.Command(bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -98,6 +155,15 @@ func (s *Server) start(bin string) error {
 		c.Close()
 		if err == nil {
 			go func() { <-exited }()
+			if s.ready != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err = s.ready(ctx, s)
+				cancel()
+				if err != nil {
+					s.stop()
+					return fmt.Errorf("redis-server on %s: %w", s.Addr, err)
+				}
+			}
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -181,4 +247,43 @@ func freePort(tb testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// poll calls check until it returns nil or ctx ends; then it returns the
+// last error of check, naming what was awaited.
+func poll(ctx context.Context, what string, check func(context.Context) error) error {
+	var last error
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		if last == nil || ctx.Err() == nil {
+			last = err // not the error of the deadline cutting check short
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (%v)", what, last, ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// infoField returns the value of field in the text of INFO or CLUSTER INFO.
+func infoField(info, field string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// nodeClient returns a client of one node that gives up quickly, for the
+// readiness checks here.
+func nodeClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: addr, MaxRetries: -1, DialTimeout: time.Second,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+	})
 }
