@@ -4,10 +4,12 @@ package config
 
 import (
 	"crypto/subtle"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -15,7 +17,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/impersonator/impersonator/internal/store"
+	"golang.org/x/net/publicsuffix"
+
+	"github.com/impersonator/impersonator/internal/redisurl"
 )
 
 // Secret is a configuration value that must never be printed or logged.
@@ -47,6 +51,7 @@ type Delivery string
 const (
 	Webhook  Delivery = "webhook"
 	Redirect Delivery = "redirect"
+	Auto     Delivery = "auto" // chosen per request by the caller
 )
 
 // Rate is a count per period, such as 30/m; N 0 turns the limit off.
@@ -101,6 +106,13 @@ type Config struct {
 	LogLevel           slog.Level
 	CheckpointInterval time.Duration
 	AuditRetention     time.Duration // 0: keep everything
+	MetricsListen      string        // empty: /metrics on the main listener
+	ReplicaAck         time.Duration // wait for a replica's ack this long; 0: off
+	SessionUnused      time.Duration // a session never presented within it is ended
+	SweepInterval      time.Duration // how often expired sessions are swept
+
+	// Warnings are findings that do not stop serve; the caller logs them.
+	Warnings []string
 }
 
 // Var describes one configuration variable, for flags, help and docs.
@@ -121,7 +133,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_KEYS_DIR", "keys-dir", "keys", "signing keys folder"},
 	{"FOREST_AUTH_SECRET", "forest-auth-secret", "", "Forest auth secret (HS256); required to serve the Forest route"},
 	{"FOREST_ENV_SECRET", "forest-env-secret", "", "Forest env secret; enables approval requests"},
-	{"IMPERSONATOR_DELIVERY", "delivery", "webhook", "webhook or redirect"},
+	{"IMPERSONATOR_DELIVERY", "delivery", "auto", "webhook, redirect or auto (chosen per request)"},
 	{"IMPERSONATOR_TOKEN_TTL", "token-ttl", "60s", "impersonation token lifetime, at most 5m"},
 	{"IMPERSONATOR_SESSION_TTL", "session-ttl", "30m", "absolute session cap, never extended"},
 	{"IMPERSONATOR_SESSION_IDLE", "session-idle", "10m", "session idle timeout"},
@@ -134,23 +146,35 @@ var Vars = []Var{
 	{"IMPERSONATOR_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
 	{"IMPERSONATOR_CHECKPOINT_INTERVAL", "checkpoint-interval", "1m", "how often signed audit checkpoints are written (1s to 1h)"},
 	{"IMPERSONATOR_AUDIT_RETENTION", "audit-retention", "0", "audit events older than this are trimmed, whole checkpointed ranges only; 0 keeps everything"},
+	{"IMPERSONATOR_METRICS_LISTEN", "metrics-listen", "", "host:port of a separate listener for /metrics (default: /metrics on the main listener)"},
+	{"IMPERSONATOR_REDIS_REPLICA_ACK", "redis-replica-ack", "100ms", "how long a write waits for a Redis replica to acknowledge it (at most 5s); 0: do not wait"},
+	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s)"},
+	{"IMPERSONATOR_SWEEP_INTERVAL", "sweep-interval", "30s", "how often ended sessions are swept (100ms to 10m)"},
+}
+
+// Options are Load's optional hooks.
+type Options struct {
+	// CheckPolicy, when set, checks the policy file (only when
+	// IMPERSONATOR_POLICY_FILE is set and exists); its problems are listed
+	// with every other one.
+	CheckPolicy func(path string) []error
 }
 
 // Load reads the configuration from args (serve's flags) over getenv over
 // the defaults, and validates it. The error lists every problem found.
+//
+// Load writes to stderr only the usage, when --help is asked for (it then
+// returns flag.ErrHelp); a bad flag is not printed, only returned, so the
+// caller prints it once.
 func Load(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	return LoadWith(Options{}, args, getenv, stderr)
+}
+
+// LoadWith is Load with hooks.
+func LoadWith(opts Options, args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: impersonator serve [flags]\n\nEach flag may also be set by its environment variable.\n\n")
-		for _, v := range Vars {
-			def := v.Default
-			if def == "" {
-				def = "none"
-			}
-			fmt.Fprintf(stderr, "  --%s (%s, default %s)\n      %s\n", v.Flag, v.Env, def, v.Usage)
-		}
-	}
+	fs.SetOutput(io.Discard) // the caller prints the returned error, once
+	fs.Usage = func() {}
 	values := make(map[string]*string, len(Vars))
 	for _, v := range Vars {
 		def := v.Default
@@ -160,16 +184,31 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (*Config,
 		values[v.Env] = fs.String(v.Flag, def, v.Usage)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stderr)
+			return nil, err
+		}
+		return nil, fmt.Errorf("serve: %w (see impersonator serve --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
 	get := func(env string) string { return strings.TrimSpace(*values[env]) }
-	return parse(get)
+	return parse(get, opts)
 }
 
-func parse(get func(string) string) (*Config, error) {
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: impersonator serve [flags]\n\nEach flag may also be set by its environment variable.\n\n")
+	for _, v := range Vars {
+		def := v.Default
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "  --%s (%s, default %s)\n      %s\n", v.Flag, v.Env, def, v.Usage)
+	}
+}
+
+func parse(get func(string) string, opts Options) (*Config, error) {
 	var problems []error
 	bad := func(env, format string, a ...any) {
 		problems = append(problems, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, a...)))
@@ -204,11 +243,19 @@ func parse(get func(string) string) (*Config, error) {
 	if c.Audience == "" {
 		bad("IMPERSONATOR_AUDIENCE", "empty")
 	}
-	if err := store.ValidateURL(c.RedisURL.Reveal()); err != nil {
+	if err := redisurl.Validate(c.RedisURL.Reveal()); err != nil {
 		bad("REDIS_URL", "%v", err)
 	}
 	if c.KeysDir == "" {
 		bad("IMPERSONATOR_KEYS_DIR", "empty")
+	} else if fi, err := os.Stat(c.KeysDir); err == nil {
+		if !fi.IsDir() {
+			bad("IMPERSONATOR_KEYS_DIR", "%q is not a folder", c.KeysDir)
+		} else if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+			bad("IMPERSONATOR_KEYS_DIR", "%q is writable by group or others (mode %04o): anyone who can write there can plant a signing key; chmod go-w it", c.KeysDir, perm)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		bad("IMPERSONATOR_KEYS_DIR", "%v", err)
 	}
 	if s := c.ForestAuthSecret.Reveal(); s != "" && len(s) < 32 {
 		bad("FOREST_AUTH_SECRET", "shorter than 32 characters")
@@ -216,8 +263,8 @@ func parse(get func(string) string) (*Config, error) {
 	if s := c.ForestEnvSecret.Reveal(); s != "" && len(s) < 32 {
 		bad("FOREST_ENV_SECRET", "shorter than 32 characters")
 	}
-	if c.Delivery != Webhook && c.Delivery != Redirect {
-		bad("IMPERSONATOR_DELIVERY", "%q is neither webhook nor redirect", c.Delivery)
+	if c.Delivery != Webhook && c.Delivery != Redirect && c.Delivery != Auto {
+		bad("IMPERSONATOR_DELIVERY", "%q is not webhook, redirect or auto", c.Delivery)
 	}
 	dur := func(env string, lo, hi time.Duration) time.Duration {
 		d, err := time.ParseDuration(get(env))
@@ -244,11 +291,19 @@ func parse(get func(string) string) (*Config, error) {
 			bad("IMPERSONATOR_ALLOWED_ORIGINS", "%v", err)
 			continue
 		}
+		if err := checkWildcard(o); err != nil {
+			bad("IMPERSONATOR_ALLOWED_ORIGINS", "%v", err)
+			continue
+		}
 		c.AllowedOrigins = append(c.AllowedOrigins, o)
 	}
 	if c.PolicyFile != "" {
 		if _, err := os.Stat(c.PolicyFile); err != nil {
 			bad("IMPERSONATOR_POLICY_FILE", "%v", err)
+		} else if opts.CheckPolicy != nil {
+			for _, err := range opts.CheckPolicy(c.PolicyFile) {
+				bad("IMPERSONATOR_POLICY_FILE", "%v", err)
+			}
 		}
 	}
 	for i, t := range splitList(get("IMPERSONATOR_ADMIN_TOKENS")) {
@@ -258,6 +313,7 @@ func parse(get func(string) string) (*Config, error) {
 		}
 		c.AdminTokens = append(c.AdminTokens, Secret(t))
 	}
+	checkSecrets(c, bad)
 	var err error
 	if c.LoginRate, err = ParseRate(get("IMPERSONATOR_LOGIN_RATE")); err != nil {
 		bad("IMPERSONATOR_LOGIN_RATE", "%v", err)
@@ -289,6 +345,24 @@ func parse(get func(string) string) (*Config, error) {
 	c.CheckpointInterval = dur("IMPERSONATOR_CHECKPOINT_INTERVAL", time.Second, time.Hour)
 	if v := get("IMPERSONATOR_AUDIT_RETENTION"); v != "0" {
 		c.AuditRetention = dur("IMPERSONATOR_AUDIT_RETENTION", time.Hour, 0)
+	}
+	if c.MetricsListen = get("IMPERSONATOR_METRICS_LISTEN"); c.MetricsListen != "" {
+		if err := checkHostPort(c.MetricsListen); err != nil {
+			bad("IMPERSONATOR_METRICS_LISTEN", "%v", err)
+		} else if c.MetricsListen == c.Listen {
+			bad("IMPERSONATOR_METRICS_LISTEN", "%q is IMPERSONATOR_LISTEN too; leave it empty to serve /metrics on the main listener", c.MetricsListen)
+		}
+	}
+	c.ReplicaAck = dur("IMPERSONATOR_REDIS_REPLICA_ACK", 0, 5*time.Second)
+	c.SessionUnused = dur("IMPERSONATOR_SESSION_UNUSED", time.Second, 24*time.Hour)
+	if c.SessionUnused > c.SessionTTL && c.SessionTTL > 0 {
+		bad("IMPERSONATOR_SESSION_UNUSED", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionUnused, c.SessionTTL)
+	}
+	c.SweepInterval = dur("IMPERSONATOR_SWEEP_INTERVAL", 100*time.Millisecond, 10*time.Minute)
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.PublicURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("IMPERSONATOR_PUBLIC_URL %s is plain http on a non-loopback host while REDIS_URL points at a real (production?) Redis: tokens and session cookies cross the network in clear text; use https", c.PublicURL))
+		}
 	}
 	if len(problems) > 0 {
 		return nil, &Error{Problems: problems}
@@ -327,6 +401,97 @@ func checkOrigin(o string) error {
 	return nil
 }
 
+// checkWildcard refuses a wildcard origin whose suffix is a public suffix
+// (https://*.com, https://*.co.uk, https://*.github.io): every site under it
+// could call the API with credentials.
+func checkWildcard(o string) error {
+	_, hostport, _ := strings.Cut(o, "://*.")
+	if hostport == "" {
+		return nil
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" {
+		return fmt.Errorf("%q has an empty wildcard suffix", o)
+	}
+	suffix, icann := publicsuffix.PublicSuffix(host)
+	if suffix == host {
+		kind := "a private"
+		if icann {
+			kind = "an ICANN"
+		}
+		if !icann && !strings.Contains(host, ".") {
+			kind = "a top-level"
+		}
+		return fmt.Errorf("%q: %q is %s public suffix, so the wildcard lets any site under it in; name your own domain (https://*.example.com)", o, host, kind)
+	}
+	return nil
+}
+
+// checkSecrets refuses secrets that are equal to one another (one leaking
+// would give away the other's power too) or too repetitive to be random.
+func checkSecrets(c *Config, bad func(env, format string, a ...any)) {
+	type named struct {
+		env, name string
+		s         Secret
+	}
+	var all []named // the ones long enough: the others are reported already
+	if len(c.ForestAuthSecret) >= 32 {
+		all = append(all, named{"FOREST_AUTH_SECRET", "FOREST_AUTH_SECRET", c.ForestAuthSecret})
+	}
+	if len(c.ForestEnvSecret) >= 32 {
+		all = append(all, named{"FOREST_ENV_SECRET", "FOREST_ENV_SECRET", c.ForestEnvSecret})
+	}
+	for i, t := range c.AdminTokens {
+		all = append(all, named{"IMPERSONATOR_ADMIN_TOKENS", fmt.Sprintf("admin token %d", i+1), t})
+	}
+	for i, a := range all {
+		if n := distinct(a.s.Reveal()); n < 16 {
+			if a.env == a.name {
+				bad(a.env, "has only %d distinct characters, at least 16 are required: generate it randomly", n)
+			} else {
+				bad(a.env, "%s has only %d distinct characters, at least 16 are required: generate it randomly", a.name, n)
+			}
+		}
+		for _, b := range all[:i] {
+			if subtle.ConstantTimeCompare([]byte(a.s), []byte(b.s)) == 1 {
+				bad(a.env, "%s equals %s: every secret must be different", a.name, b.name)
+			}
+		}
+	}
+}
+
+func distinct(s string) int {
+	seen := make(map[rune]bool)
+	for _, r := range s {
+		seen[r] = true
+	}
+	return len(seen)
+}
+
+func checkHostPort(hp string) error {
+	_, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", hp)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q has no valid port (1 to 65535)", hp)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
@@ -336,6 +501,3 @@ func splitList(s string) []string {
 	}
 	return out
 }
-
-// ErrHelp is returned when --help was asked for.
-var ErrHelp = flag.ErrHelp

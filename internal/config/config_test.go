@@ -2,9 +2,14 @@ package config
 
 import (
 	"errors"
+	"flag"
+	"go/parser"
+	"go/token"
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		AppURL:             "http://localhost:3000",
 		Audience:           "http://localhost:3000",
 		KeysDir:            "keys",
-		Delivery:           Webhook,
+		Delivery:           Auto,
 		TokenTTL:           60 * time.Second,
 		SessionTTL:         30 * time.Minute,
 		SessionIdle:        10 * time.Minute,
@@ -37,6 +42,9 @@ func TestDefaults(t *testing.T) {
 		LogFormat:          "text",
 		LogLevel:           slog.LevelInfo,
 		CheckpointInterval: time.Minute,
+		ReplicaAck:         100 * time.Millisecond,
+		SessionUnused:      2 * time.Minute,
+		SweepInterval:      30 * time.Second,
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -54,8 +62,11 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 	}
 }
 
+// secret returns a test secret of 36+ characters, 32 of them distinct.
+func secret(tag string) string { return tag + "-0123456789abcdefghijklmnopqrstuv" }
+
 func TestValues(t *testing.T) {
-	secret := strings.Repeat("s", 32)
+	secret := secret("s")
 	c, err := load(t, map[string]string{
 		"IMPERSONATOR_PUBLIC_URL":      "https://imp.example.com/",
 		"IMPERSONATOR_APP_URL":         "https://app.example.com",
@@ -111,6 +122,19 @@ func TestProblems(t *testing.T) {
 		{"IMPERSONATOR_CHECKPOINT_INTERVAL", "0s"},
 		{"IMPERSONATOR_AUDIT_RETENTION", "10m"},
 		{"IMPERSONATOR_AUDIT_RETENTION", "forever"},
+		{"IMPERSONATOR_METRICS_LISTEN", "9090"},
+		{"IMPERSONATOR_METRICS_LISTEN", "localhost:http"},
+		{"IMPERSONATOR_METRICS_LISTEN", "127.0.0.1:8080"}, // the main listener
+		{"IMPERSONATOR_REDIS_REPLICA_ACK", "6s"},
+		{"IMPERSONATOR_REDIS_REPLICA_ACK", "-1ms"},
+		{"IMPERSONATOR_REDIS_REPLICA_ACK", "fast"},
+		{"IMPERSONATOR_SESSION_UNUSED", "500ms"},
+		{"IMPERSONATOR_SESSION_UNUSED", "31m"}, // over the 30m session cap
+		{"IMPERSONATOR_SWEEP_INTERVAL", "50ms"},
+		{"IMPERSONATOR_SWEEP_INTERVAL", "11m"},
+		{"IMPERSONATOR_ALLOWED_ORIGINS", "https://*.com"},
+		{"FOREST_AUTH_SECRET", strings.Repeat("a", 32)},
+		{"IMPERSONATOR_ADMIN_TOKENS", strings.Repeat("ab", 20)},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			_, err := load(t, map[string]string{tc.env: tc.value})
@@ -149,6 +173,226 @@ func TestParseRate(t *testing.T) {
 		}
 		if in != "0" && got.String() != in {
 			t.Errorf("Rate(%q).String() = %q", in, got.String())
+		}
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	c, err := load(t, map[string]string{
+		"IMPERSONATOR_METRICS_LISTEN":    "127.0.0.1:9090",
+		"IMPERSONATOR_REDIS_REPLICA_ACK": "0",
+		"IMPERSONATOR_SESSION_UNUSED":    "1s",
+		"IMPERSONATOR_SWEEP_INTERVAL":    "100ms",
+		"IMPERSONATOR_DELIVERY":          "redirect",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsListen != "127.0.0.1:9090" || c.ReplicaAck != 0 || c.SessionUnused != time.Second ||
+		c.SweepInterval != 100*time.Millisecond || c.Delivery != Redirect {
+		t.Errorf("got MetricsListen %q, ReplicaAck %v, SessionUnused %v, SweepInterval %v, Delivery %v",
+			c.MetricsListen, c.ReplicaAck, c.SessionUnused, c.SweepInterval, c.Delivery)
+	}
+	c, err = load(t, map[string]string{"IMPERSONATOR_REDIS_REPLICA_ACK": "5s", "IMPERSONATOR_SWEEP_INTERVAL": "10m"},
+		"--metrics-listen", ":9090", "--delivery", "auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsListen != ":9090" || c.ReplicaAck != 5*time.Second || c.SweepInterval != 10*time.Minute || c.Delivery != Auto {
+		t.Errorf("got MetricsListen %q, ReplicaAck %v, SweepInterval %v, Delivery %v", c.MetricsListen, c.ReplicaAck, c.SweepInterval, c.Delivery)
+	}
+}
+
+// oneProblem asserts that err lists exactly one problem, naming env and
+// containing want.
+func oneProblem(t *testing.T, err error, env, want string) {
+	t.Helper()
+	var cerr *Error
+	if !errors.As(err, &cerr) || len(cerr.Problems) != 1 || !strings.HasPrefix(cerr.Problems[0].Error(), env+":") ||
+		!strings.Contains(cerr.Problems[0].Error(), want) {
+		t.Errorf("err = %v, want exactly one problem naming %s about %q", err, env, want)
+	}
+}
+
+func TestWildcardOriginOnPublicSuffix(t *testing.T) {
+	for _, o := range []string{
+		"https://*.com",
+		"https://*.co.uk",
+		"https://*.COM",
+		"https://*.com.",
+		"https://*.com:8443",
+		"https://*.github.io",     // private suffix
+		"https://*.herokuapp.com", // private suffix
+		"https://*.localhost",     // a single label
+	} {
+		_, err := load(t, map[string]string{"IMPERSONATOR_ALLOWED_ORIGINS": "https://app.forestadmin.com," + o})
+		oneProblem(t, err, "IMPERSONATOR_ALLOWED_ORIGINS", "public suffix")
+	}
+	for _, o := range []string{"https://*.forestadmin.com", "https://*.example.co.uk", "https://*.admin.github.io", "http://*.corp.example:8080"} {
+		c, err := load(t, map[string]string{"IMPERSONATOR_ALLOWED_ORIGINS": o})
+		if err != nil || len(c.AllowedOrigins) != 1 || c.AllowedOrigins[0] != o {
+			t.Errorf("origin %q: err = %v, want it allowed", o, err)
+		}
+	}
+}
+
+func TestSecretsDistinct(t *testing.T) {
+	a, b, k := secret("auth"), secret("env"), secret("admin")
+	for _, tc := range []struct {
+		name     string
+		vars     map[string]string
+		env, msg string
+	}{
+		{"env equals auth", map[string]string{"FOREST_AUTH_SECRET": a, "FOREST_ENV_SECRET": a}, "FOREST_ENV_SECRET", "FOREST_ENV_SECRET equals FOREST_AUTH_SECRET"},
+		{"admin token equals auth", map[string]string{"FOREST_AUTH_SECRET": a, "IMPERSONATOR_ADMIN_TOKENS": k + "," + a}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 equals FOREST_AUTH_SECRET"},
+		{"admin token equals env", map[string]string{"FOREST_ENV_SECRET": b, "IMPERSONATOR_ADMIN_TOKENS": b}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 1 equals FOREST_ENV_SECRET"},
+		{"two equal admin tokens", map[string]string{"IMPERSONATOR_ADMIN_TOKENS": k + ", " + k}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 equals admin token 1"},
+		{"32 a", map[string]string{"FOREST_AUTH_SECRET": strings.Repeat("a", 32)}, "FOREST_AUTH_SECRET", "only 1 distinct"},
+		{"15 distinct", map[string]string{"FOREST_ENV_SECRET": strings.Repeat("0123456789abcde", 3)}, "FOREST_ENV_SECRET", "only 15 distinct"},
+		{"repetitive admin token", map[string]string{"IMPERSONATOR_ADMIN_TOKENS": k + "," + strings.Repeat("xy", 20)}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 has only 2 distinct"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, tc.vars)
+			oneProblem(t, err, tc.env, tc.msg)
+			if err != nil && strings.Contains(err.Error(), "0123456789") {
+				t.Errorf("the error prints a secret: %v", err)
+			}
+		})
+	}
+	c, err := load(t, map[string]string{"FOREST_AUTH_SECRET": a, "FOREST_ENV_SECRET": b,
+		"IMPERSONATOR_ADMIN_TOKENS": k + "1," + k + "2," + strings.Repeat("0123456789abcdef", 2)})
+	if err != nil || len(c.AdminTokens) != 3 {
+		t.Errorf("distinct, random-looking secrets: err = %v", err)
+	}
+}
+
+func TestKeysDirPermissions(t *testing.T) {
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o700, true},
+		{0o755, true},
+		{0o750, true},
+		{0o770, false},
+		{0o757, false},
+		{0o777, false},
+	} {
+		dir := filepath.Join(t.TempDir(), "keys")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := load(t, map[string]string{"IMPERSONATOR_KEYS_DIR": dir})
+		if tc.ok && err != nil {
+			t.Errorf("mode %04o: err = %v, want loaded", tc.mode, err)
+		}
+		if !tc.ok {
+			oneProblem(t, err, "IMPERSONATOR_KEYS_DIR", "writable by group or others")
+		}
+	}
+	if _, err := load(t, map[string]string{"IMPERSONATOR_KEYS_DIR": filepath.Join(t.TempDir(), "missing")}); err != nil {
+		t.Errorf("a missing keys folder: err = %v, want loaded (keys generate creates it)", err)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := load(t, map[string]string{"IMPERSONATOR_KEYS_DIR": file})
+	oneProblem(t, err, "IMPERSONATOR_KEYS_DIR", "not a folder")
+}
+
+func TestPolicyProblemsListedWithOthers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("rules: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var checked []string
+	opts := Options{CheckPolicy: func(p string) []error {
+		checked = append(checked, p)
+		return []error{errors.New("line 1: bad rules"), errors.New("line 2: unknown collection")}
+	}}
+	vars := map[string]string{"IMPERSONATOR_POLICY_FILE": path, "IMPERSONATOR_TOKEN_TTL": "10m"}
+	_, err := LoadWith(opts, nil, func(k string) string { return vars[k] }, io.Discard)
+	var cerr *Error
+	if !errors.As(err, &cerr) || len(cerr.Problems) != 3 || !strings.Contains(err.Error(), "IMPERSONATOR_POLICY_FILE: line 2: unknown collection") ||
+		!strings.Contains(err.Error(), "IMPERSONATOR_TOKEN_TTL") {
+		t.Errorf("err = %v, want the token TTL and both policy problems", err)
+	}
+	if len(checked) != 1 || checked[0] != path {
+		t.Errorf("CheckPolicy called with %q, want [%q]", checked, path)
+	}
+	checked = nil
+	if _, err := LoadWith(opts, nil, func(string) string { return "" }, io.Discard); err != nil || len(checked) != 0 {
+		t.Errorf("no policy file: err = %v, CheckPolicy called with %q; want neither", err, checked)
+	}
+}
+
+func TestWarnPlainHTTPWithRealRedis(t *testing.T) {
+	for _, tc := range []struct {
+		redis, public string
+		warn          bool
+	}{
+		{"redis://redis:6379", "http://imp.example.com", true},
+		{"redis://redis:6379", "http://10.0.0.5:8080", true},
+		{"redis://redis:6379", "https://imp.example.com", false},
+		{"redis://redis:6379", "http://localhost:8080", false},
+		{"redis://redis:6379", "http://imp.localhost:8080", false},
+		{"redis://redis:6379", "http://127.0.0.1:8080", false},
+		{"redis://redis:6379", "http://[::1]:8080", false},
+		{"", "http://imp.example.com", false},
+	} {
+		c, err := load(t, map[string]string{"REDIS_URL": tc.redis, "IMPERSONATOR_PUBLIC_URL": tc.public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "IMPERSONATOR_PUBLIC_URL"); got != tc.warn || len(c.Warnings) > 1 {
+			t.Errorf("REDIS_URL %q, public URL %q: warnings %q, want a warning: %v", tc.redis, tc.public, c.Warnings, tc.warn)
+		}
+	}
+}
+
+// TestFlagErrorsOnce: Load prints nothing for a bad flag (the caller prints
+// the returned error), and prints the usage for --help.
+func TestFlagErrorsOnce(t *testing.T) {
+	var out strings.Builder
+	_, err := Load([]string{"--no-such-flag"}, func(string) string { return "" }, &out)
+	if err == nil || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Errorf("err = %v, want it to name the flag", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("Load printed %q for a bad flag; the caller prints the error once", out.String())
+	}
+	out.Reset()
+	_, err = Load([]string{"--token-ttl"}, func(string) string { return "" }, &out)
+	if err == nil || out.Len() != 0 {
+		t.Errorf("missing flag value: err = %v, printed %q", err, out.String())
+	}
+	out.Reset()
+	_, err = Load([]string{"--help"}, func(string) string { return "" }, &out)
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "Usage: impersonator serve") ||
+		!strings.Contains(out.String(), "--sweep-interval (IMPERSONATOR_SWEEP_INTERVAL, default 30s)") {
+		t.Errorf("--help: err = %v, printed %q", err, out.String())
+	}
+}
+
+// TestNoStoreImport: config validates REDIS_URL without the store package.
+func TestNoStoreImport(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatal(files, err)
+	}
+	for _, name := range files {
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			if strings.HasSuffix(imp.Path.Value, `/internal/store"`) {
+				t.Errorf("%s imports %s", name, imp.Path.Value)
+			}
 		}
 	}
 }

@@ -1,0 +1,66 @@
+package redisurl
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"", true},
+		{"redis://localhost:6379/0", true},
+		{"rediss://user:pw@redis.internal:6380", true},
+		{"unix:///run/redis.sock", true},
+		{"redis://s1:26379?master_name=mymaster&addr=s2:26379", true},
+		{"redis://n1:6379?addr=n2:6379&addr=n3:6379", true},
+		{"http://localhost:6379", false},
+		{"mysql://db", false},
+		{"redis://localhost:6379?bogus=1", false},
+	} {
+		if err := Validate(tc.url); (err == nil) != tc.ok {
+			t.Errorf("Validate(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+}
+
+func TestParseKind(t *testing.T) {
+	for url, want := range map[string]Kind{
+		"redis://localhost:6379/0":                            Single,
+		"redis://s1:26379?master_name=mymaster&addr=s2:26379": Sentinel,
+		"redis://n1:6379?addr=n2:6379&addr=n3:6379":           Cluster,
+	} {
+		p, err := Parse(url)
+		if err != nil || p.Kind != want || (p.Single != nil) != (want == Single) ||
+			(p.Sentinel != nil) != (want == Sentinel) || (p.Cluster != nil) != (want == Cluster) {
+			t.Errorf("Parse(%q) = %+v, %v; want kind %d with its options only", url, p, err, want)
+		}
+	}
+}
+
+// TestErrorsRedactPassword: whatever is wrong with the URL, the password is
+// not in the message, even when url.Parse itself fails.
+func TestErrorsRedactPassword(t *testing.T) {
+	for _, url := range []string{
+		"redis://:s3cretpw@localhost:6379?bogus=1",
+		"redis://user:s3cretpw@localhost:notaport",
+		"redis://user:s3cretpw@local host:6379",
+		"redis://:s3cret%zzpw@localhost:6379",
+		"redis://:s3cret/pw@localhost:6379/x",
+		"redis://:s3cret%2Fpw@localhost:6379/notadb",
+		"http://:s3cretpw@localhost:6379",
+		"redis://:s3cretpw@s1:26379?master_name=m&addr=s2:26379&bogus=1",
+		"redis://:s3cretpw@n1:6379?addr=n2:6379&bogus=1",
+	} {
+		err := Validate(url)
+		if err == nil {
+			t.Errorf("Validate(%q) = nil, want an error", url)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Validate(%q) = %q: the password leaks", url, err)
+		}
+	}
+}
