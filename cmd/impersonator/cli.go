@@ -10,21 +10,22 @@ import (
 
 // openStore connects an operator command (audit, sessions) straight to the
 // service's Redis, the system of record, with the same REDIS_URL as serve.
-// The embedded Redis lives inside a serve process and cannot be reached.
-func openStore(ctx context.Context, getenv func(string) string) (*store.Store, func(), error) {
+// While `serve` runs on the embedded development Redis, that Redis is
+// reachable at the address serve's log prints (REDIS_URL=redis://ADDR).
+func openStore(ctx context.Context, getenv func(string) string) (*store.Store, error) {
 	url := getenv("REDIS_URL")
 	if url == "" {
-		return nil, nil, errors.New("REDIS_URL is not set: this command reads the service's Redis directly (the embedded development Redis lives inside `serve` and cannot be reached)")
+		return nil, errors.New("REDIS_URL is not set: this command reads the service's Redis directly; with `make run` (the embedded Redis) use the address its log prints: REDIS_URL=redis://127.0.0.1:PORT")
 	}
-	conn, err := store.Open(url)
+	st, err := store.Open(url, store.Options{})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := conn.Client.Ping(pctx).Err(); err != nil {
-		conn.Close()
-		return nil, nil, err
+	if err := st.Ping(pctx); err != nil {
+		st.Close()
+		return nil, err
 	}
-	return store.New(conn.Client, store.Options{}), func() { conn.Close() }, nil
+	return st, nil
 }

@@ -10,9 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -20,14 +23,15 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errTampered) {
-			fmt.Fprintln(os.Stderr, "impersonator:", err)
-		}
-		if errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
 			os.Exit(0)
-		}
-		if errors.Is(err, errTampered) {
+		case errors.Is(err, errTampered):
 			os.Exit(3)
+		case errors.Is(err, errIncomplete):
+			os.Exit(4)
+		case !errors.Is(err, errUsage):
+			fmt.Fprintln(os.Stderr, "impersonator:", err)
 		}
 		os.Exit(1)
 	}
@@ -69,6 +73,9 @@ Commands:
 
 // run is the whole program; main only calls it and exits.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// go-redis logs its own reconnections; the CLI reports errors itself,
+	// and serve sends these lines through its structured log instead.
+	redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)})
 	if len(args) == 0 {
 		usage(stderr)
 		return errUsage

@@ -42,14 +42,18 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
 // startServe runs `impersonator serve` on :0 in the background and returns
-// its base URL; the server stops when the test ends.
+// its base URL (learnt from serve's listening callback); the server stops
+// when the test ends.
 func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	stderr := &syncBuffer{}
+	addrs := make(chan string, 2)
+	ctx, cancel := context.WithCancel(withListening(context.Background(), func(name, addr string) {
+		if name == "http" {
+			addrs <- addr
+		}
+	}))
 	done := make(chan error, 1)
 	if vars["IMPERSONATOR_LISTEN"] == "" {
 		vars["IMPERSONATOR_LISTEN"] = "127.0.0.1:0"
@@ -62,18 +66,14 @@ func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer) {
 			t.Errorf("serve returned %v after shutdown", err)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := listenRE.FindStringSubmatch(stderr.String()); m != nil {
-			return "http://" + m[1], stderr
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	select {
+	case addr := <-addrs:
+		return "http://" + addr, stderr
+	case err := <-done:
+		t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not listen:\n%s", stderr.String())
 	}
-	t.Fatalf("serve did not listen:\n%s", stderr.String())
 	return "", nil
 }
 
@@ -268,8 +268,9 @@ func TestSessionsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir}
+	vars["FOREST_AUTH_SECRET"] = forestSecret
 	base, _ := startServe(t, vars)
-	cookie := redeemVia(t, srv, dir, base)
+	cookie := login(t, base, mint(t, base, "42"))
 
 	var out bytes.Buffer
 	cli := env(map[string]string{"REDIS_URL": srv.URL(), "USER": "ops"})
@@ -312,8 +313,9 @@ func TestAuditCommands(t *testing.T) {
 	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "IMPERSONATOR_CHECKPOINT_INTERVAL": "1s"})
-	redeemVia(t, srv, dir, base)
+	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "IMPERSONATOR_CHECKPOINT_INTERVAL": "1s",
+		"FOREST_AUTH_SECRET": forestSecret})
+	login(t, base, mint(t, base, "42"))
 	cli := env(map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir})
 	runOut := func(args ...string) (string, error) {
 		var out bytes.Buffer
@@ -348,8 +350,9 @@ func TestAuditCommands(t *testing.T) {
 		t.Error("audit list --type bogus succeeded")
 	}
 	export, err := runOut("audit", "export")
-	if err != nil || strings.Count(export, "\n") != 2 || !strings.Contains(strings.Split(export, "\n")[0], "impersonation.minted") {
-		t.Errorf("audit export =\n%s (%v), want 2 lines, oldest first", export, err)
+	evLines := eventLines(export)
+	if err != nil || len(evLines) != 2 || evLines[0].Type != "impersonation.minted" || evLines[0].StreamID == "" {
+		t.Errorf("audit export =\n%s (%v), want 2 events with their stream ids, oldest first", export, err)
 	}
 
 	// verify: wait for serve's checkpointer (1s) to cover both events.
@@ -365,17 +368,28 @@ func TestAuditCommands(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	st := store.New(srv.Client(t), store.Options{})
-	entries, err := st.Range(context.Background(), "-", "+", 0)
-	if err != nil || len(entries) != 2 {
-		t.Fatal(err)
+	export, err = runOut("audit", "export")
+	if err != nil || !strings.Contains(export, `{"checkpoint":{"seq":1,`) {
+		t.Errorf("audit export after a checkpoint =\n%s (%v), want a checkpoint line", export, err)
 	}
-	if err := srv.Client(t).XDel(context.Background(), st.AuditStream(), entries[0].StreamID).Err(); err != nil {
+	// An attacker with Redis access deletes the oldest event.
+	victim := eventLines(export)[0].StreamID
+	if err := srv.Client(t).XDel(context.Background(), "{impersonator}:audit", victim).Err(); err != nil {
 		t.Fatal(err)
 	}
 	rep, err = runOut("audit", "verify")
-	if !errors.Is(err, errTampered) || !strings.Contains(rep, entries[0].StreamID) || !strings.Contains(rep, "deleted") {
-		t.Errorf("verify after deleting %s = %v\n%s\nwant a failure naming it", entries[0].StreamID, err, rep)
+	if !errors.Is(err, errTampered) || !strings.Contains(rep, victim) || !strings.Contains(rep, "deleted") {
+		t.Errorf("verify after deleting %s = %v\n%s\nwant a failure naming it", victim, err, rep)
+	}
+	// The same with the public keys alone (the published JWKS) and with the
+	// export as a witness.
+	witness := t.TempDir() + "/export.jsonl"
+	if err := os.WriteFile(witness, []byte(export), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = runOut("audit", "verify", "--jwks", base+"/.well-known/jwks.json", "--keys-dir", "/nonexistent", "--witness", witness)
+	if !errors.Is(err, errTampered) || !strings.Contains(rep, victim) {
+		t.Errorf("verify --jwks --witness after the deletion = %v\n%s", err, rep)
 	}
 }
 
@@ -383,14 +397,21 @@ func TestAuditCommands(t *testing.T) {
 // started, then stops when cancelled.
 func TestAuditExportFollow(t *testing.T) {
 	srv := redistest.StartServer(t)
-	st := store.New(srv.Client(t), store.Options{})
+	st, err := store.Open(srv.URL(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"audit", "export", "--follow"}, env(map[string]string{"REDIS_URL": srv.URL()}), out, io.Discard)
 	}()
-	ev := audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1", Email: "a@example.com"}, Detail: "followed"}
+	ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1", Email: "a@example.com"}, Detail: "followed"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "followed") {
 		if _, err := st.Append(context.Background(), ev); err != nil {
@@ -401,8 +422,13 @@ func TestAuditExportFollow(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	time.Sleep(1500 * time.Millisecond) // following, idle: blocked in Redis
+	cancelled := time.Now()
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("export --follow returned %v after cancel", err)
+	}
+	if d := time.Since(cancelled); d > 1200*time.Millisecond {
+		t.Errorf("export --follow took %s to stop after the interrupt, want under a second", d)
 	}
 }

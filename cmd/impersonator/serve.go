@@ -8,11 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/impersonator/impersonator/internal/action"
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/server"
+	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -25,8 +30,31 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+type listeningKey struct{}
+
+// withListening makes serve call fn with each address it listens on, once
+// it accepts connections (tests use :0 and learn the port here).
+func withListening(ctx context.Context, fn func(name, addr string)) context.Context {
+	return context.WithValue(ctx, listeningKey{}, fn)
+}
+
+func announce(ctx context.Context, name, addr string) {
+	if fn, ok := ctx.Value(listeningKey{}).(func(string, string)); ok {
+		fn(name, addr)
+	}
+}
+
+// checkPolicy lets config list the policy file's problems with every other
+// problem.
+func checkPolicy(path string) []error {
+	if _, err := action.LoadPolicy(path); err != nil {
+		return []error{err}
+	}
+	return nil
+}
+
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(args, getenv, stderr)
+	cfg, err := config.LoadWith(config.Options{CheckPolicy: checkPolicy}, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -35,6 +63,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return &config.Error{Problems: []error{fmt.Errorf("IMPERSONATOR_POLICY_FILE: %w", err)}}
 	}
 	log := newLogger(cfg, stderr)
+	// go-redis's own log lines go through slog, so the log stays JSON.
+	redis.SetLogger(redisLogger{log})
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	now := time.Now
 	if cfg.ForestAuthSecret == "" {
 		log.Warn("FOREST_AUTH_SECRET is not set: the Forest action routes answer 503 until it is")
@@ -43,25 +76,33 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Info("IMPERSONATOR_ADMIN_TOKENS is not set: the /v1 admin API answers 403")
 	}
 
-	conn, err := store.Open(cfg.RedisURL.Reveal())
+	st, err := store.Open(cfg.RedisURL.Reveal(), store.Options{Now: now, ReplicaAck: cfg.ReplicaAck})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if conn.Embedded != nil {
-		log.Warn("REDIS_URL is empty: using an EMBEDDED IN-PROCESS Redis that keeps NOTHING across restarts (tokens, sessions and the audit log are lost); for development only",
-			"addr", conn.Embedded.Addr())
+	defer st.Close()
+	if addr := st.EmbeddedAddr(); addr != "" {
+		log.Warn("REDIS_URL is empty: using an EMBEDDED IN-PROCESS Redis that keeps NOTHING across restarts (tokens, sessions and the audit log are lost); for development only; the CLI reaches it with REDIS_URL=redis://"+addr,
+			"addr", addr)
 	} else {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := conn.Client.Ping(pctx).Err(); err != nil {
+		if err := st.Ping(pctx); err != nil {
 			log.Error("redis does not answer yet; /readyz reports 503 and every mint and login fails closed until it does", "error", err)
-		} else if p := store.CheckPersistence(pctx, conn.Client); p.Known && !p.Durable() {
-			log.Warn("the connected Redis persists nothing to disk (appendonly no, no save points): a Redis restart loses the audit log; enable AOF (appendonly yes, appendfsync everysec)")
+		} else {
+			if p := st.Persistence(pctx); p.Known && !p.Durable() {
+				log.Warn("the connected Redis persists nothing to disk (appendonly no, no save points): a Redis restart loses the audit log; enable AOF (appendonly yes, appendfsync everysec)")
+			}
+			switch st.Replication(pctx) {
+			case "none":
+				log.Warn("the Redis primary has no replica: state changes are not waited on (IMPERSONATOR_REDIS_REPLICA_ACK applies once it has one); a lost primary loses what it did not persist")
+			case "wait":
+				log.Info("every state change waits for one replica's acknowledgement", "timeout", cfg.ReplicaAck)
+			}
 		}
 		cancel()
 	}
 
-	keys, created, err := loadKeys(cfg, conn.Embedded != nil, now)
+	keys, created, err := loadKeys(cfg, st.EmbeddedAddr() != "", now)
 	if err != nil {
 		return err
 	}
@@ -70,54 +111,75 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log.Info("signing keys loaded", "signer", keys.Signer(), "count", len(keys.Keys()))
 
-	st := store.New(conn.Client, store.Options{Now: now})
+	metrics := server.NewMetrics(nil)
 	handler := server.New(server.Deps{
 		Log:      log,
-		Config:   cfg,
+		Settings: server.SettingsFrom(cfg),
 		Store:    st,
 		Keys:     keys,
 		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
 		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
 		Now:      now,
 		Policy:   policy,
+		Metrics:  metrics,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	// Signed audit checkpoints, off the request path.
-	auditLog := server.AuditLog(st, now)
-	cpCtx, stopCheckpoints := context.WithCancel(context.Background())
-	cpDone := make(chan struct{})
-	go func() {
-		defer close(cpDone)
-		auditLog.RunCheckpointer(cpCtx, log, keys, cfg.CheckpointInterval, cfg.AuditRetention)
-	}()
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("IMPERSONATOR_METRICS_LISTEN: %w", err)
+		}
+	}
+
+	// Background work, off the request path: signed audit checkpoints and
+	// the sweeper that records the end of sessions nobody touches again.
+	bg, stopBG := context.WithCancel(context.Background())
+	auditLog := audit.NewLog(st, now)
+	cp := audit.Checkpointer{Log: log, Signer: keys, Interval: cfg.CheckpointInterval, Retention: cfg.AuditRetention,
+		Alarm: func(on bool) { metrics.Alarm.Set(map[bool]float64{true: 1, false: 0}[on]) }}
+	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: now}, Now: now, Unused: metrics.CountUnused})
+	host, _ := os.Hostname()
+	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
+		Interval: cfg.SweepInterval}
+	bgDone := make(chan struct{}, 2)
+	go func() { defer func() { bgDone <- struct{}{} }(); cp.Run(bg, auditLog) }()
+	go func() { defer func() { bgDone <- struct{}{} }(); sweeper.Run(bg) }()
 	defer func() {
-		stopCheckpoints()
-		<-cpDone
+		stopBG()
+		<-bgDone
+		<-bgDone
 		// Cover what this instance saw last before it goes.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := auditLog.CatchUp(fctx, keys); err != nil {
-			log.Error("final audit checkpoint failed", "error", err)
-		}
+		cp.Once(fctx, auditLog)
 	}()
+
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      60 * time.Second, // /v1/audit/verify may take up to 50s
-
-		IdleTimeout:    60 * time.Second,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var msrv *http.Server
+	if metricsLn != nil {
+		msrv = &http.Server{Handler: server.MetricsHandler(metrics), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- msrv.Serve(metricsLn) }()
+		log.Info("metrics listening", "addr", metricsLn.Addr().String())
+		announce(ctx, "metrics", metricsLn.Addr().String())
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "app_url", cfg.AppURL, "delivery", string(cfg.Delivery))
+	announce(ctx, "http", ln.Addr().String())
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
@@ -126,6 +188,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if msrv != nil {
+		_ = msrv.Shutdown(sctx)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -133,6 +198,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	return nil
+}
+
+// redisLogger sends go-redis's internal log lines to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // loadKeys loads the keys folder. In development (embedded Redis) an empty

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/impersonator/impersonator/internal/audit"
-	"github.com/impersonator/impersonator/internal/login"
+	"github.com/impersonator/impersonator/internal/safetext"
+	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
 )
 
@@ -36,11 +37,11 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	st, closeStore, err := openStore(ctx, getenv)
+	st, err := openStore(ctx, getenv)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer st.Close()
 	if args[0] == "list" {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("sessions list: unexpected arguments %q", fs.Args())
@@ -52,8 +53,9 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SESSION\tADMIN\tSUBJECT\tSTARTED\tEXPIRES\tREASON")
 		for _, s := range list {
-			fmt.Fprintf(tw, "%s\t%s (%s)\t%s:%s\t%s\t%s\t%s\n", s.ID, s.Actor.Email, s.Actor.ID, s.Subject.Collection, s.Subject.ID,
-				s.StartedAt.UTC().Format(time.RFC3339), s.ExpiresAt.UTC().Format(time.RFC3339), s.Reason)
+			fmt.Fprintf(tw, "%s\t%s (%s)\t%s:%s\t%s\t%s\t%s\n", safetext.Terminal(s.ID), safetext.Terminal(s.Actor.Email),
+				safetext.Terminal(s.Actor.ID), safetext.Terminal(s.Subject.Collection), safetext.Terminal(s.Subject.ID),
+				s.StartedAt.UTC().Format(time.RFC3339), s.ExpiresAt.UTC().Format(time.RFC3339), safetext.Terminal(s.Reason))
 		}
 		return tw.Flush()
 	}
@@ -61,29 +63,25 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 	if operator == "" {
 		operator = "unknown"
 	}
-	ev := func(detail string) func(store.Session) audit.Event {
-		return func(s store.Session) audit.Event {
-			return audit.Event{Type: audit.Revoked, Actor: s.Actor, Requester: s.Requester, Subject: s.Subject, Reason: s.Reason,
-				TokenID: s.TokenID, SessionID: s.ID, Detail: detail + " by CLI user " + operator}
-		}
-	}
+	rv := session.Revoker{Store: st, Events: audit.Encoder{}}
+	ri := session.RequestInfo{RequestID: "cli"}
 	switch {
 	case *actor != "" && fs.NArg() == 0:
-		n, err := login.RevokeAll(ctx, st, *actor, ev("revoked with every session of admin "+*actor))
+		n, err := rv.RevokeAll(ctx, *actor, ri, "revoked with every session of admin "+*actor+" by CLI user "+operator)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "revoked %d session(s) of admin %s\n", n, *actor)
+		fmt.Fprintf(stdout, "revoked %d session(s) of admin %s\n", n, safetext.Terminal(*actor))
 		return nil
 	case *actor == "" && fs.NArg() == 1:
-		err := login.Revoke(ctx, st, fs.Arg(0), ev("revoked"))
+		err := rv.Revoke(ctx, fs.Arg(0), ri, "revoked by CLI user "+operator)
 		if errors.Is(err, store.ErrNoSession) {
-			return fmt.Errorf("no live session %s", fs.Arg(0))
+			return fmt.Errorf("no live session %q", fs.Arg(0))
 		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "revoked session %s\n", fs.Arg(0))
+		fmt.Fprintf(stdout, "revoked session %s\n", safetext.Terminal(fs.Arg(0)))
 		return nil
 	}
 	fmt.Fprint(stderr, sessionsUsage)

@@ -17,7 +17,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
@@ -48,14 +47,14 @@ type fixture struct {
 
 // newFixture serves the whole service (server.New) on rdb, configured by
 // env over a test baseline, with the clock stopped at t0.
-func newFixture(t testing.TB, rdb redis.UniversalClient, env map[string]string, policy *action.Policy) *fixture {
+func newFixture(t testing.TB, url string, env map[string]string, policy *action.Policy) *fixture {
 	t.Helper()
-	return newInstance(t, rdb, redistest.Prefix(), env, policy)
+	return newInstance(t, url, redistest.Prefix(), env, policy)
 }
 
 // newInstance is one instance of the service; instances with the same
 // prefix on one Redis share their state, as deployed instances do.
-func newInstance(t testing.TB, rdb redis.UniversalClient, prefix string, env map[string]string, policy *action.Policy) *fixture {
+func newInstance(t testing.TB, url, prefix string, env map[string]string, policy *action.Policy) *fixture {
 	t.Helper()
 	vars := map[string]string{
 		"FOREST_AUTH_SECRET":      authSecret,
@@ -72,10 +71,14 @@ func newInstance(t testing.TB, rdb redis.UniversalClient, prefix string, env map
 	}
 	keys := tokentest.Keyset(t, "")
 	now := func() time.Time { return t0 }
-	st := store.New(rdb, store.Options{Prefix: prefix, Now: now})
+	st, err := store.Open(url, store.Options{Prefix: prefix, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
 	h := server.New(server.Deps{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Config:   cfg,
+		Settings: server.SettingsFrom(cfg),
 		Store:    st,
 		Keys:     keys,
 		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
@@ -144,13 +147,13 @@ func (f *fixture) post(path, bearer, body string) *httptest.ResponseRecorder {
 
 func (f *fixture) events(t testing.TB) []audit.Event {
 	t.Helper()
-	entries, err := f.store.Range(context.Background(), "-", "+", 0)
+	var out []audit.Event
+	err := audit.NewLog(f.store, time.Now).Range(context.Background(), "-", func(e audit.Entry) bool {
+		out = append(out, e.Event)
+		return true
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []audit.Event
-	for _, e := range entries {
-		out = append(out, e.Event)
 	}
 	return out
 }
@@ -204,7 +207,7 @@ func TestAction(t *testing.T) {
 		Never: map[string][]string{"users": {"1"}}, MinReason: 8, Rate: config.Rate{N: 30, Per: time.Hour},
 	}
 	approval := func(attrs map[string]any) string {
-		return forestJWT(t, envSecret, jwt.MapClaims{"data": map[string]any{"id": 5, "type": "action-requests", "attributes": attrs}})
+		return forestJWT(t, envSecret, jwt.MapClaims{"data": map[string]any{"id": 5, "type": "action-requests", "attributes": attrs}, "iat": t0.Add(-time.Minute).Unix()})
 	}
 	approvedAttrs := map[string]any{"requester_id": 3003, "ids": []string{"42"}, "collection_name": "users",
 		"smart_action_id": "users-impersonate", "values": map[string]any{"Reason": "ticket 777 approved"}, "all_records": false}
@@ -298,8 +301,8 @@ func TestAction(t *testing.T) {
 			status: 503, golden: "503-not-configured.json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, rdb := redistest.Embedded(t)
-			f := newFixture(t, rdb, tc.env, tc.policy)
+			_, url := redistest.EmbeddedURL(t)
+			f := newFixture(t, url, tc.env, tc.policy)
 			rec := f.post(tc.path, tc.bearer, tc.body)
 			if rec.Code != tc.status {
 				t.Fatalf("status = %d, want %d; body %s", rec.Code, tc.status, rec.Body.String())
@@ -352,12 +355,12 @@ func TestAction(t *testing.T) {
 // TestRate: the per-admin rate is counted in Redis, so it holds across two
 // instances; the refusal is a 403 with a denied event naming the rule.
 func TestRate(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
+	_, url := redistest.EmbeddedURL(t)
 	policy := action.DefaultPolicy()
 	policy.Rate = config.Rate{N: 2, Per: time.Hour}
 	prefix := redistest.Prefix()
-	a := newInstance(t, rdb, prefix, nil, policy)
-	b := newInstance(t, rdb, prefix, nil, policy)
+	a := newInstance(t, url, prefix, nil, policy)
+	b := newInstance(t, url, prefix, nil, policy)
 	bearer := forestJWT(t, authSecret, nodeAdmin())
 	body := readTestdata(t, "requests/legacy-users-42.json")
 	for i, f := range []*fixture{a, b} {
@@ -387,9 +390,7 @@ func TestRate(t *testing.T) {
 // back, the next request succeeds without restarting anything.
 func TestRedisDownBetweenRequests(t *testing.T) {
 	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { rdb.Close() })
-	f := newFixture(t, rdb, nil, nil)
+	f := newFixture(t, srv.URL()+"?max_retries=-1&dial_timeout=200ms", nil, nil)
 	bearer := forestJWT(t, authSecret, nodeAdmin())
 	body := readTestdata(t, "requests/legacy-users-42.json")
 	if rec := f.post(legacyPath, bearer, body); rec.Code != 200 {
@@ -424,8 +425,8 @@ func TestRedisDownBetweenRequests(t *testing.T) {
 }
 
 func TestHooks(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	f := newFixture(t, rdb, nil, nil)
+	_, url := redistest.EmbeddedURL(t)
+	f := newFixture(t, url, nil, nil)
 	for _, tc := range []struct{ path, body, golden string }{
 		{legacyPath + "/hooks/load", readTestdata(t, "requests/legacy-users-42.json"), "hooks-load.json"},
 		{agentPath + "/hooks/load", "", "hooks-load.json"},
@@ -489,8 +490,8 @@ func mustJSON(t *testing.T, v any) string {
 // echoed with credentials, its headers allowed, a one-day cache and the
 // Private Network Access answer; a foreign origin gets no CORS header.
 func TestPreflight(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	f := newFixture(t, rdb, nil, nil)
+	_, url := redistest.EmbeddedURL(t)
+	f := newFixture(t, url, nil, nil)
 	preflight := func(origin string) http.Header {
 		req := httptest.NewRequest(http.MethodOptions, agentPath, nil)
 		req.Header.Set("Origin", origin)

@@ -21,7 +21,7 @@ func BenchmarkMint(b *testing.B) {
 	srv := redistest.StartServer(b)
 	policy := action.DefaultPolicy()
 	policy.Rate = config.Rate{N: 1 << 30, Per: time.Hour} // counted on every mint, never refusing
-	f := newFixture(b, srv.Client(b), nil, policy)
+	f := newFixture(b, srv.URL(), nil, policy)
 	bearer := forestJWT(b, authSecret, nodeAdmin())
 	body := readTestdata(b, "requests/legacy-users-42.json")
 	b.ReportAllocs()

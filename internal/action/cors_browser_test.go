@@ -39,8 +39,8 @@ func TestCORSInChromium(t *testing.T) {
 	foreignPage := httptest.NewServer(nil)
 	defer foreignPage.Close()
 	// Same host, other ports: distinct origins, as in production.
-	_, rdb := redistest.Embedded(t)
-	f := newFixture(t, rdb, map[string]string{"IMPERSONATOR_ALLOWED_ORIGINS": allowedPage.URL + ",https://*.forestadmin.com"}, nil)
+	_, url := redistest.EmbeddedURL(t)
+	f := newFixture(t, url, map[string]string{"IMPERSONATOR_ALLOWED_ORIGINS": allowedPage.URL + ",https://*.forestadmin.com"}, nil)
 	service := httptest.NewServer(f.h)
 	defer service.Close()
 

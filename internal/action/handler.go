@@ -8,22 +8,22 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/safetext"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
 
 // Store is what the action needs of Redis: the atomic
-// rate-reserve-and-audit step, and a plain audit append for refusals.
+// rate-reserve-and-audit step, and a folded audit append for refusals.
 type Store interface {
-	ReserveLimited(ctx context.Context, jti string, g store.Grant, ttl time.Duration, ev audit.Event, l *store.Limit) (string, error)
-	Append(ctx context.Context, ev audit.Event) (string, error)
+	Reserve(ctx context.Context, r store.Reservation) (string, error)
+	AppendFolded(ctx context.Context, ev audit.Encoded, f store.Fold) (folded bool, err error)
 }
 
 // Issuer signs impersonation tokens.
@@ -39,46 +39,47 @@ type Options struct {
 	Policy    *Policy
 	Store     Store
 	Issuer    Issuer
+	Events    audit.Encoder
 	TokenTTL  time.Duration
 	Delivery  config.Delivery
 	PublicURL string
 	AppURL    string
 	Now       func() time.Time
+	// Folded counts denials folded into a summary (a metric).
+	Folded func()
 }
 
-// maxReason bounds the reason kept in tokens' grants and audit events.
-const maxReason = 1000
+// Denials of one admin past denialFold a minute are folded: counted, and
+// summed up in one event a minute, so a refused admin cannot flood the log.
+const (
+	denialFold   = 10
+	denialWindow = time.Minute
+	// auditTimeout bounds a refusal's audit write, which outlives a client
+	// that hung up (context.WithoutCancel).
+	auditTimeout = 3 * time.Second
+)
 
 // Handler returns the action handler: POST on the legacy path, or on the
 // new agents' path whose {collection} must match the body's.
-func Handler(o Options) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := o.serve(w, r); err != nil {
-			o.fail(w, r, err)
-		}
-	})
-}
+func Handler(o Options) httpx.HandlerFunc { return o.serve }
 
 // Errors the handler maps to answers.
 type (
 	unauthorized struct{ cause error }
 	forbidden    struct{ rule, detail string }
-	unavailable  struct{ cause error }
 )
 
 func (e *unauthorized) Error() string { return "unauthorized: " + e.cause.Error() }
 func (e *forbidden) Error() string    { return "forbidden by rule " + e.rule + ": " + e.detail }
-func (e *unavailable) Error() string  { return "unavailable: " + e.cause.Error() }
 func (e *unauthorized) Unwrap() error { return e.cause }
-func (e *unavailable) Unwrap() error  { return e.cause }
 
 func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	admin, err := o.Auth.Authenticate(r)
 	if errors.Is(err, errNotConfigured) {
-		return &unavailable{cause: err}
+		return public(&httpx.Error{Status: http.StatusServiceUnavailable, Cause: err})
 	}
 	if err != nil {
-		return &unauthorized{cause: err}
+		return public(&unauthorized{cause: err})
 	}
 	ev := audit.Event{
 		Actor:     audit.Actor{ID: admin.ID, Email: admin.Email, Team: admin.Team, Role: admin.Role},
@@ -96,37 +97,55 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 		err = o.authorize(admin, t)
 	}
 	if err != nil {
-		if werr := o.deny(r.Context(), ev, err); werr != nil {
-			return werr
-		}
-		return err
+		return public(o.deny(r, ev, err))
 	}
 
 	claims := token.Claims{Act: token.Actor{Sub: admin.ID, Email: admin.Email}, Collection: t.Collection}
 	claims.Subject = t.ID
 	raw, issued, err := o.Issuer.Issue(token.Impersonation, claims, o.TokenTTL)
 	if err != nil {
-		return err // a signing failure: 500, nothing stored, nothing handed out
+		return public(err) // a signing failure: 500, nothing stored, nothing handed out
 	}
-	ev.Type, ev.TokenID = audit.Minted, issued.ID
-	ev.Detail = "delivery " + string(o.Delivery)
-	grant := store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, ExpiresAt: issued.ExpiresAt.Time}
+	minted := ev
+	minted.Type, minted.TokenID = audit.Minted, issued.ID
+	minted.Detail = "delivery " + string(o.Delivery)
+	res := store.Reservation{
+		JTI:   issued.ID,
+		Grant: store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, ExpiresAt: issued.ExpiresAt.Time},
+		TTL:   o.TokenTTL,
+	}
+	if res.Minted, err = o.Events.Encode(minted); err != nil {
+		return public(err)
+	}
 	// One round trip: the per-admin rate (counted in Redis, shared by every
-	// instance), the reservation and its audit event.
-	var limit *store.Limit
+	// instance), the approval's single use, the reservation and its event.
 	if rate := o.Policy.Rate; rate.N > 0 {
 		denied := ev
-		denied.Type, denied.TokenID = audit.Denied, ""
+		denied.Type = audit.Denied
 		denied.Detail = "rule " + ruleRate + ": over " + rate.String() + " for this admin"
-		limit = &store.Limit{N: rate.N, Window: rate.Per, Key: []string{"rate", "mint", admin.ID}, Denied: denied}
+		res.Rate = &store.Limit{N: rate.N, Window: rate.Per, Who: []string{"mint", admin.ID}}
+		if res.Rate.Denied, err = o.Events.Encode(denied); err != nil {
+			return public(err)
+		}
 	}
-	_, err = o.Store.ReserveLimited(r.Context(), issued.ID, grant, o.TokenTTL, ev, limit)
+	if t.approval != nil {
+		denied := ev
+		denied.Type = audit.Denied
+		denied.Detail = "rule " + ruleApproval + ": this approval request was already used"
+		res.Approval = &store.ApprovalUse{ID: t.approval.id, Until: t.approval.ttl}
+		if res.Approval.Denied, err = o.Events.Encode(denied); err != nil {
+			return public(err)
+		}
+	}
+	_, err = o.Store.Reserve(r.Context(), res)
 	var rateErr *store.RateError
-	if errors.As(err, &rateErr) {
-		return &forbidden{rule: ruleRate, detail: fmt.Sprintf("over %s; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))}
-	}
-	if err != nil {
-		return &unavailable{cause: err} // the token is dropped: never stored, never audited, never sent
+	switch {
+	case errors.As(err, &rateErr):
+		return public(&forbidden{rule: ruleRate, detail: fmt.Sprintf("over %s; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))})
+	case errors.Is(err, store.ErrApprovalUsed):
+		return public(&forbidden{rule: ruleApproval, detail: "approval request already used"})
+	case err != nil:
+		return public(httpx.Unavailable(err)) // the token is dropped: never delivered
 	}
 	o.Log.InfoContext(r.Context(), "impersonation minted",
 		"request_id", ev.RequestID, "jti", issued.ID, "actor", admin.ID, "collection", t.Collection, "subject", t.ID)
@@ -140,6 +159,9 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 func (o *Options) target(r *http.Request) (target, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
+		if e := httpx.BodyError(r, err); e != nil && e.Status != http.StatusRequestEntityTooLarge {
+			return target{}, e
+		}
 		return target{}, refuse("request body larger than %d bytes", maxBody)
 	}
 	req, err := decodeRequest(body)
@@ -150,25 +172,30 @@ func (o *Options) target(r *http.Request) (target, error) {
 	if len(attrs.RequesterID) > 0 && string(attrs.RequesterID) != "null" {
 		return target{Collection: attrs.CollectionName}, errRequesterID
 	}
-	approved := false
+	var appr *approvalRequest
 	if attrs.SignedApprovalRequest != nil && *attrs.SignedApprovalRequest != "" {
-		signed, err := approval(*attrs.SignedApprovalRequest, []byte(o.EnvSecret), o.Now)
+		appr, err = approval(*attrs.SignedApprovalRequest, []byte(o.EnvSecret), o.Now, chi.URLParam(r, "collection"))
 		if err != nil {
-			return target{Collection: attrs.CollectionName}, &forbidden{rule: "approval", detail: err.Error()}
+			return target{Collection: attrs.CollectionName}, &forbidden{rule: ruleApproval, detail: err.Error()}
 		}
-		attrs, approved = signed, true
+		attrs = appr.attrs
 	}
-	t, err := attrs.validate(approved)
+	t, err := attrs.validate(appr != nil)
+	t.approval = appr
 	if err != nil {
 		return t, err
 	}
 	if c := chi.URLParam(r, "collection"); c != "" && c != t.Collection {
 		return t, refuse("collection_name %q does not match the action path's collection %q", t.Collection, c)
 	}
-	if n := utf8.RuneCountInString(t.Reason); n < o.Policy.MinReason {
+	if err := safetext.CheckReason(t.Reason, 0); err != nil {
+		return t, refuse("%v", err)
+	}
+	if safetext.VisibleLen(t.Reason) < o.Policy.MinReason {
 		return t, refuse("the reason must be at least %d characters", o.Policy.MinReason)
-	} else if n > maxReason {
-		return t, refuse("the reason must be at most %d characters", maxReason)
+	}
+	if len(t.Reason) > audit.MaxReasonBytes {
+		return t, refuse("the reason must be at most %d bytes", audit.MaxReasonBytes)
 	}
 	return t, nil
 }
@@ -182,25 +209,45 @@ func (o *Options) authorize(a Admin, t target) error {
 	return nil
 }
 
-// deny appends the impersonation.denied event of a refusal. A refusal that
-// cannot be audited becomes a 503.
-func (o *Options) deny(ctx context.Context, ev audit.Event, cause error) error {
-	var u *unavailable
-	if errors.As(cause, &u) {
-		return cause
+// deny appends the impersonation.denied event of a refusal and returns the
+// refusal. The write outlives a client that hung up, so every refusal is
+// recorded; one that cannot be recorded becomes a 503.
+func (o *Options) deny(r *http.Request, ev audit.Event, cause error) error {
+	var he *httpx.Error
+	if errors.As(cause, &he) {
+		return cause // the client left or timed out: nothing was decided
 	}
 	ev.Type = audit.Denied
 	var f *forbidden
+	var ref *refusal
 	switch {
 	case errors.As(cause, &f):
 		ev.Detail = "rule " + f.rule + ": " + f.detail
+	case errors.As(cause, &ref) && ref.nonCanonical:
+		ev.Detail = "refused: id is not canonical: " + ref.msg
 	default:
 		ev.Detail = "refused: " + cause.Error()
 	}
-	if _, err := o.Store.Append(ctx, ev); err != nil {
-		return &unavailable{cause: err}
+	enc, err := o.Events.Encode(ev)
+	if err != nil {
+		return err
 	}
-	return nil
+	summary := ev
+	summary.Detail = "folded: " + store.FoldedMarker + " more denials of this admin in the last minute were counted, not recorded one by one"
+	sum, err := o.Events.Encode(summary)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	folded, err := o.Store.AppendFolded(ctx, enc, store.Fold{N: denialFold, Window: denialWindow, Who: []string{"deny", ev.Actor.ID}, Summary: sum})
+	if err != nil {
+		return httpx.Unavailable(err)
+	}
+	if folded && o.Folded != nil {
+		o.Folded()
+	}
+	return cause
 }
 
 // webhookAnswer is Forest's webhook result; field order is the wire order.
@@ -247,42 +294,44 @@ type forestErrorItem struct {
 	Detail string `json:"detail"`
 }
 
-func writeForestError(w http.ResponseWriter, status int, name, detail string) {
-	httpx.WriteJSON(w, status, forestError{Errors: []forestErrorItem{{Status: status, Name: name, Detail: detail}}})
-}
-
-// fail answers err in the contract's shape and logs it once. 401 and 403
-// details never say which check failed.
-func (o *Options) fail(w http.ResponseWriter, r *http.Request, err error) {
+// public maps the action's errors to the contract's answers (DESIGN.md
+// 3.3). 401 and 403 details never say which check failed; the cause goes
+// to the log only.
+func public(err error) *httpx.Error {
 	var (
 		ref *refusal
 		una *unauthorized
 		frb *forbidden
-		unv *unavailable
+		he  *httpx.Error
 	)
-	status := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &una):
-		status = http.StatusUnauthorized
-		writeForestError(w, status, "Unauthorized", "Your Forest session is missing, invalid or expired. Log in again.")
+		return &httpx.Error{Status: http.StatusUnauthorized, Code: "Unauthorized", Message: "Your Forest session is missing, invalid or expired. Log in again.", Cause: err}
 	case errors.As(err, &frb):
-		status = http.StatusForbidden
-		writeForestError(w, status, "CustomActionTriggerForbiddenError", "You are not allowed to impersonate this record.")
+		return &httpx.Error{Status: http.StatusForbidden, Code: "CustomActionTriggerForbiddenError", Message: "You are not allowed to impersonate this record.", Cause: err}
 	case errors.Is(err, errRequesterID):
-		status = http.StatusUnprocessableEntity
-		writeForestError(w, status, "UnprocessableError", "'requester_id' must not be present.")
+		return &httpx.Error{Status: http.StatusUnprocessableEntity, Code: "UnprocessableError", Message: "'requester_id' must not be present.", Cause: err}
 	case errors.As(err, &ref):
-		status = http.StatusBadRequest
-		httpx.WriteJSON(w, status, map[string]string{"error": ref.msg})
-	case errors.As(err, &unv):
-		status = http.StatusServiceUnavailable
+		return &httpx.Error{Status: http.StatusBadRequest, Message: ref.msg, Cause: err}
+	case errors.As(err, &he) && he.Status == http.StatusServiceUnavailable:
 		detail := "Impersonation is unavailable right now; nothing was issued. Try again shortly."
 		if errors.Is(err, errNotConfigured) {
 			detail = "Impersonation is not configured on this service (FOREST_AUTH_SECRET)."
 		}
-		writeForestError(w, status, "ServiceUnavailableError", detail)
-	default:
-		writeForestError(w, status, "InternalServerError", "Internal error; nothing was issued.")
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "ServiceUnavailableError", Message: detail, Cause: err}
+	case errors.As(err, &he):
+		return he
 	}
-	httpx.LogError(o.Log, r, httpx.Errorf(status, "forest action refused", err))
+	return &httpx.Error{Status: http.StatusInternalServerError, Code: "InternalServerError", Message: "Internal error; nothing was issued.", Cause: err}
+}
+
+// ForestShape writes the action routes' errors: Forest's JSON:API errors
+// for the errors Forest's UI shows as a toast (named ones), and the
+// action-level {"error": …} for refusals of the request itself (400).
+func ForestShape(w http.ResponseWriter, e *httpx.Error) {
+	if e.Code == "" {
+		httpx.WriteJSON(w, e.Status, map[string]string{"error": e.Message})
+		return
+	}
+	httpx.WriteJSON(w, e.Status, forestError{Errors: []forestErrorItem{{Status: e.Status, Name: e.Code, Detail: e.Message}}})
 }

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/impersonator/impersonator/internal/config"
+	"github.com/impersonator/impersonator/internal/ident"
 )
 
 // reasonField is the action form's field that carries the reason.
@@ -104,10 +105,21 @@ func ParsePolicy(b []byte) (*Policy, error) {
 			problems = append(problems, errors.New("collections: empty name"))
 		}
 	}
-	p.Never = f.Never
-	for c := range f.Never {
+	// never lists hold canonical ids only, so "01" or " 1" in the file
+	// cannot hide what it means, and a spelling of the id in a request
+	// cannot slip past it (requests are canonicalised the same way).
+	p.Never = make(map[string][]string, len(f.Never))
+	for c, ids := range f.Never {
 		if !slices.Contains(p.Collections, c) {
 			problems = append(problems, fmt.Errorf("never: collection %q is not in collections", c))
+		}
+		for _, id := range ids {
+			cid, err := ident.Parse(id)
+			if err != nil {
+				problems = append(problems, fmt.Errorf("never.%s: %w", c, err))
+				continue
+			}
+			p.Never[c] = append(p.Never[c], cid)
 		}
 	}
 	if f.MinReasonLength != nil {
@@ -146,6 +158,7 @@ const (
 	ruleCollection = "collections"
 	ruleNever      = "never"
 	ruleRate       = "rate"
+	ruleApproval   = "approval"
 )
 
 // check applies the policy's rules to admin and target; it returns the rule

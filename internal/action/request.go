@@ -2,6 +2,8 @@ package action
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/impersonator/impersonator/internal/ident"
 )
 
 // maxBody caps the action's request body. Forest sends a few hundred bytes;
@@ -37,7 +41,10 @@ type attributes struct {
 }
 
 // refusal is an action-level refusal: 400 {"error": msg}.
-type refusal struct{ msg string }
+type refusal struct {
+	msg          string
+	nonCanonical bool // the record id was refused: audited as such
+}
 
 func (r *refusal) Error() string { return r.msg }
 
@@ -53,6 +60,7 @@ type target struct {
 	ID          string
 	Reason      string
 	RequesterID string // set only by a verified approval request
+	approval    *approvalRequest
 }
 
 // decodeRequest parses body strictly enough: one JSON object with data.
@@ -121,27 +129,10 @@ func (a *attributes) validate(requesterAllowed bool) (target, error) {
 	return t, nil
 }
 
-// maxIDLength bounds a record id: ids end up in tokens, keys and logs.
-const maxIDLength = 128
-
 func idString(raw json.RawMessage) (string, error) {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return "", refuse("ids must hold strings or numbers")
-	}
-	var id string
-	switch x := v.(type) {
-	case string:
-		id = x
-	case json.Number:
-		id = x.String()
-	default:
-		return "", refuse("ids must hold strings or numbers")
-	}
-	if id == "" || len(id) > maxIDLength || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return "", refuse("the record id is empty, too long or has control characters")
+	id, err := ident.FromJSON(raw)
+	if err != nil {
+		return "", &refusal{msg: err.Error(), nonCanonical: true}
 	}
 	return id, nil
 }
@@ -155,10 +146,25 @@ type approvalClaims struct {
 	jwt.RegisteredClaims
 }
 
+// maxApprovalAge bounds how long after it was signed an approval request
+// can still be executed.
+const maxApprovalAge = 24 * time.Hour
+
+// approvalRequest is a verified approval: the attributes it carries, and
+// what makes it single-use.
+type approvalRequest struct {
+	attrs *attributes
+	id    string        // SHA-256 of the signed request: reserved once used
+	ttl   time.Duration // until it expires: how long the reservation lasts
+}
+
 // approval verifies a Forest signed_approval_request (HS256 with
-// FOREST_ENV_SECRET, as Forest's agents do) and returns the attributes it
-// carries, which replace the request's own.
-func approval(signed string, envSecret []byte, now func() time.Time) (*attributes, error) {
+// FOREST_ENV_SECRET, as Forest's agents do): exp and iat are required, it
+// is at most a day old, and it must be for this action (smart_action_id
+// ending in "-impersonate", or exactly actionID when the route names one)
+// and collection (the route's, when it names one). It returns the
+// attributes it carries, which replace the request's own.
+func approval(signed string, envSecret []byte, now func() time.Time, routeCollection string) (*approvalRequest, error) {
 	if len(envSecret) == 0 {
 		return nil, errors.New("approval requests are disabled: FOREST_ENV_SECRET is not set")
 	}
@@ -168,11 +174,34 @@ func approval(signed string, envSecret []byte, now func() time.Time) (*attribute
 	var c approvalClaims
 	_, err := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(5*time.Second),
 		jwt.WithTimeFunc(now),
 	).ParseWithClaims(signed, &c, func(*jwt.Token) (any, error) { return envSecret, nil })
 	if err != nil {
 		return nil, fmt.Errorf("approval request: %w", err)
 	}
-	return &c.Data.Attributes, nil
+	if c.IssuedAt == nil {
+		return nil, errors.New("approval request: iat is required")
+	}
+	if now().Sub(c.IssuedAt.Time) > maxApprovalAge {
+		return nil, fmt.Errorf("approval request: signed %s ago, more than %s", now().Sub(c.IssuedAt.Time).Round(time.Second), maxApprovalAge)
+	}
+	a := &c.Data.Attributes
+	if !isImpersonateAction(a.SmartActionID, a.CollectionName) {
+		return nil, fmt.Errorf("approval request: smart_action_id %q is not this impersonate action", a.SmartActionID)
+	}
+	if routeCollection != "" && a.CollectionName != routeCollection {
+		return nil, fmt.Errorf("approval request: collection %q is not the route's %q", a.CollectionName, routeCollection)
+	}
+	sum := sha256.Sum256([]byte(signed))
+	return &approvalRequest{attrs: a, id: hex.EncodeToString(sum[:]), ttl: c.ExpiresAt.Sub(now()) + 5*time.Second}, nil
+}
+
+// isImpersonateAction reports whether a Forest smart_action_id names this
+// action: "<collection>-impersonate" (Forest's id is the collection and the
+// action name, dasherised).
+func isImpersonateAction(id, collection string) bool {
+	return collection != "" && strings.EqualFold(id, collection+"-impersonate")
 }

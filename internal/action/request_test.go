@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzDecodeRequest: the decoder never panics, and whatever it accepts is
-// exactly one bounded, printable record id in a named collection with a
+// exactly one bounded, canonical record id in a named collection with a
 // reason and no requester.
 func FuzzDecodeRequest(f *testing.F) {
 	files, _ := filepath.Glob("testdata/requests/*.json")
@@ -22,6 +22,9 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	f.Add([]byte(`{"data":{"attributes":{"collection_name":"users","ids":[1e400],"values":{"Reason":"x"}}}}`))
 	f.Add([]byte(`{"data":{"attributes":{"ids":[null],"values":{"Reason":1}}}}`))
+	for _, id := range []string{`"01"`, `" 1"`, `"+1"`, `1.0`, `1e0`, `"\uff11"`, `"1\u200b"`, `-0`, `9223372036854775808`} {
+		f.Add([]byte(`{"data":{"attributes":{"collection_name":"users","ids":[` + id + `],"values":{"Reason":"ticket 1234"}}}}`))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeRequest(body)
 		if err != nil {
@@ -34,8 +37,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		switch {
 		case tg.Collection == "", tg.ID == "", tg.Reason == "":
 			t.Fatalf("accepted an incomplete target %+v", tg)
-		case len(tg.ID) > maxIDLength || strings.ContainsAny(tg.ID, "\x00\r\n"):
+		case len(tg.ID) > 128 || strings.ContainsAny(tg.ID, "\x00\r\n "):
 			t.Fatalf("accepted id %q", tg.ID)
+		case !isCanonical(tg.ID):
+			t.Fatalf("accepted id %q, which is not canonical", tg.ID)
 		case tg.RequesterID != "":
 			t.Fatalf("accepted a raw requester_id %q", tg.RequesterID)
 		case len(req.Data.Attributes.IDs) != 1 || req.Data.Attributes.AllRecords:
@@ -44,4 +49,28 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("reason became invalid UTF-8")
 		}
 	})
+}
+
+// isCanonical is the contract's rule (DESIGN.md 3.7), written out again
+// here so the fuzzer checks ident against an independent statement of it.
+func isCanonical(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	digits := true
+	for i, r := range id {
+		switch {
+		case r >= '0' && r <= '9':
+		case r == '-' && i == 0:
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_', r == '.', r == ':', r == '-':
+			digits = false
+		default:
+			return false
+		}
+	}
+	num := strings.TrimPrefix(id, "-")
+	if digits && num != "" && len(num) > 1 && num[0] == '0' {
+		return false
+	}
+	return id != "-0"
 }

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Tamper evidence (README, "Audit log"): CloudTrail-style signed, chained
@@ -69,63 +67,82 @@ type Signer interface {
 	Sign(msg []byte) (kid string, sig []byte, err error)
 }
 
-// SignatureVerifier checks checkpoint signatures.
-type SignatureVerifier interface {
-	VerifySignature(kid string, msg, sig []byte) error
-}
-
 // maxLeaves bounds one checkpoint; a backlog is covered by several.
 const maxLeaves = 1000
-
-// appendCheckpointScript: KEYS[1] checkpoint stream; ARGV[1] the stream id
-// of the checkpoint this one follows ("" for none), ARGV[2] checkpoint JSON.
-// Appends only if the newest checkpoint is still the expected one, so two
-// instances never fork the chain.
-var appendCheckpointScript = redis.NewScript(`
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local lastID = ''
-if #last > 0 then lastID = last[1][1] end
-if lastID ~= ARGV[1] then return {0, lastID} end
-local id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[2])
-return {1, id}
-`)
 
 type storedCheckpoint struct {
 	StreamID string
 	Checkpoint
 }
 
-func (l *Log) lastCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
-	msgs, err := l.rdb.XRevRangeN(ctx, l.checkpoints, "+", "-", 1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
-	}
-	if len(msgs) == 0 {
-		return nil, nil
-	}
-	c, err := decodeCheckpoint(msgs[0])
-	return &c, err
-}
-
-func decodeCheckpoint(m redis.XMessage) (storedCheckpoint, error) {
-	raw, _ := m.Values["c"].(string)
-	s := storedCheckpoint{StreamID: m.ID}
-	if err := json.Unmarshal([]byte(raw), &s.Checkpoint); err != nil {
-		return s, fmt.Errorf("checkpoint %s is unreadable: %w", m.ID, err)
+func decodeCheckpoint(r Record) (storedCheckpoint, error) {
+	s := storedCheckpoint{StreamID: r.ID}
+	if err := json.Unmarshal([]byte(r.Raw), &s.Checkpoint); err != nil {
+		return s, fmt.Errorf("checkpoint %s is unreadable: %w", r.ID, err)
 	}
 	return s, nil
 }
 
-// ErrCheckpointRace: another instance wrote a checkpoint meanwhile.
-var ErrCheckpointRace = errors.New("audit: another instance wrote the checkpoint")
+func (l *Log) lastCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
+	r, ok, err := l.st.LastCheckpoint(ctx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	c, err := decodeCheckpoint(r)
+	return &c, err
+}
+
+// Errors of the checkpointer.
+var (
+	// ErrCheckpointRace: another instance wrote a checkpoint meanwhile.
+	ErrCheckpointRace = errors.New("audit: another instance wrote the checkpoint")
+	// ErrIntegrity: the checkpointer refuses to sign what it sees, because
+	// signing it would launder a tampering (see WriteCheckpoint). It stays
+	// refused until an operator looks: `impersonator audit verify`.
+	ErrIntegrity = errors.New("audit: integrity alarm")
+)
+
+// Summary is what a checkpoint's witnesses keep of it: enough to tell, later,
+// whether Redis's chain still holds it unchanged.
+type Summary struct {
+	Seq    int64     `json:"seq"`
+	Digest string    `json:"digest"`
+	First  string    `json:"first"`
+	Last   string    `json:"last"`
+	Time   time.Time `json:"time"`
+	Events int       `json:"events"`
+}
+
+// Summary returns the checkpoint's summary.
+func (c Checkpoint) Summary() Summary {
+	return Summary{Seq: c.Seq, Digest: c.Digest(), First: c.First, Last: c.Last, Time: c.Time, Events: len(c.Leaves)}
+}
+
+// streamTime is the Redis server time a stream id was appended at.
+func streamTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseInt(ms, 10, 64)
+	return time.UnixMilli(n)
+}
 
 // WriteCheckpoint covers the events appended since the newest checkpoint
-// (at most maxLeaves of them) with a new signed checkpoint. It reports
-// whether it wrote one (false: nothing new, or another instance won).
-func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer) (bool, error) {
+// (at most maxLeaves of them) with a new signed checkpoint, and returns its
+// summary (nil: nothing new). It refuses (ErrIntegrity) to sign over what
+// looks laundered: a chain that would start, or a range that would begin,
+// with events older than maxAge (an honest checkpointer covers every event
+// within one interval, so such events mean the checkpoints that covered
+// them were deleted), or a chain shorter than the highest seq ever written.
+// maxAge 0 turns the check off.
+func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer, maxAge time.Duration) (*Summary, error) {
+	// The seal first: it only grows, so a checkpoint another instance
+	// appends between the two reads cannot look like a deletion.
+	sealed, err := l.st.Sealed(ctx)
+	if err != nil {
+		return nil, err
+	}
 	prev, err := l.lastCheckpoint(ctx)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	c := Checkpoint{Seq: 1}
 	start, prevStreamID := "-", ""
@@ -133,72 +150,87 @@ func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer) (bool, error) 
 		c.Seq, c.Prev = prev.Seq+1, prev.Digest()
 		start, prevStreamID = "("+prev.Last, prev.StreamID
 	}
-	msgs, err := l.rdb.XRangeN(ctx, l.stream, start, "+", maxLeaves).Result()
+	if c.Seq <= sealed {
+		return nil, fmt.Errorf("%w: the newest checkpoint has seq %d but seq %d was written before: checkpoints were deleted", ErrIntegrity, c.Seq-1, sealed)
+	}
+	recs, err := l.st.Events(ctx, start, "+", maxLeaves)
 	if err != nil {
-		return false, fmt.Errorf("audit: read: %w", err)
+		return nil, fmt.Errorf("audit: read: %w", err)
 	}
-	if len(msgs) == 0 {
-		return false, nil
+	if len(recs) == 0 {
+		return nil, nil
 	}
-	for _, m := range msgs {
-		raw, _ := m.Values["e"].(string)
-		c.Leaves = append(c.Leaves, Leaf{ID: m.ID, Hash: leafHash(m.ID, raw)})
+	if maxAge > 0 {
+		if at := streamTime(recs[0].ID); at.Before(l.now().Add(-maxAge)) {
+			what := "start a checkpoint chain"
+			if prev != nil {
+				what = "cover a range"
+			}
+			return nil, fmt.Errorf("%w: refusing to %s over event %s of %s, older than %s: checkpoints that covered it were probably deleted",
+				ErrIntegrity, what, recs[0].ID, at.UTC().Format(time.RFC3339), maxAge)
+		}
 	}
-	c.First, c.Last = msgs[0].ID, msgs[len(msgs)-1].ID
+	for _, r := range recs {
+		c.Leaves = append(c.Leaves, Leaf{ID: r.ID, Hash: leafHash(r.ID, r.Raw)})
+	}
+	c.First, c.Last = recs[0].ID, recs[len(recs)-1].ID
 	c.Time = l.now().UTC().Truncate(time.Millisecond)
 	kid, sig, err := signer.Sign(c.Body())
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	c.KID, c.Sig = kid, base64.RawURLEncoding.EncodeToString(sig)
 	js, err := json.Marshal(c)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	res, err := appendCheckpointScript.Run(ctx, l.rdb, []string{l.checkpoints}, prevStreamID, string(js)).Slice()
+	ok, err := l.st.AppendCheckpoint(ctx, prevStreamID, c.Seq, js)
 	if err != nil {
-		return false, fmt.Errorf("audit: write checkpoint: %w", err)
+		return nil, fmt.Errorf("audit: write checkpoint: %w", err)
 	}
-	if code, _ := res[0].(int64); code != 1 {
-		return false, ErrCheckpointRace
+	if !ok {
+		return nil, ErrCheckpointRace
 	}
-	return true, nil
+	sum := c.Summary()
+	return &sum, nil
 }
 
-// CatchUp writes checkpoints until every event is covered.
-func (l *Log) CatchUp(ctx context.Context, signer Signer) (int, error) {
-	n := 0
+// CatchUp writes checkpoints until every event is covered, and returns
+// their summaries.
+func (l *Log) CatchUp(ctx context.Context, signer Signer, maxAge time.Duration) ([]Summary, error) {
+	var out []Summary
 	for {
-		wrote, err := l.WriteCheckpoint(ctx, signer)
+		sum, err := l.WriteCheckpoint(ctx, signer, maxAge)
 		if errors.Is(err, ErrCheckpointRace) {
 			continue // another instance moved the chain: build on its checkpoint
 		}
-		if err != nil || !wrote {
-			return n, err
+		if err != nil || sum == nil {
+			return out, err
 		}
-		n++
+		out = append(out, *sum)
 	}
 }
 
-// RunCheckpointer writes checkpoints every interval until ctx ends, and
-// applies retention (0: keep everything). It never blocks an append: it
-// only reads the audit stream and writes to the checkpoint stream.
-func (l *Log) RunCheckpointer(ctx context.Context, log *slog.Logger, signer Signer, interval, retention time.Duration) {
-	t := time.NewTicker(interval)
+// Checkpointer writes checkpoints every Interval and applies Retention.
+type Checkpointer struct {
+	Log       *slog.Logger
+	Signer    Signer
+	Interval  time.Duration
+	Retention time.Duration // 0: keep everything
+	// Alarm is set to true while the checkpointer refuses to sign
+	// (ErrIntegrity), false once it signs again.
+	Alarm func(bool)
+}
+
+// Run writes checkpoints until ctx ends. Each checkpoint goes to the service
+// log as a structured record: a witness outside Redis (audit verify
+// --witness). It never blocks an append: it only reads the audit stream and
+// writes to the checkpoint stream.
+func (cp Checkpointer) Run(ctx context.Context, l *Log) {
+	t := time.NewTicker(cp.Interval)
 	defer t.Stop()
 	for {
-		if n, err := l.CatchUp(ctx, signer); err != nil && ctx.Err() == nil {
-			log.Error("audit checkpoint failed; events since the last checkpoint stay uncovered until the next try", "error", err)
-		} else if n > 0 {
-			log.Debug("audit checkpoints written", "count", n)
-		}
-		if retention > 0 {
-			if n, err := l.Trim(ctx, retention); err != nil && ctx.Err() == nil {
-				log.Error("audit retention failed", "error", err)
-			} else if n > 0 {
-				log.Info("audit retention trimmed events", "events", n)
-			}
-		}
+		cp.Once(ctx, l)
 		select {
 		case <-ctx.Done():
 			return
@@ -207,41 +239,70 @@ func (l *Log) RunCheckpointer(ctx context.Context, log *slog.Logger, signer Sign
 	}
 }
 
+// Once writes the checkpoints due now, logs each, and applies retention.
+func (cp Checkpointer) Once(ctx context.Context, l *Log) {
+	sums, err := l.CatchUp(ctx, cp.Signer, 2*cp.Interval)
+	for _, s := range sums {
+		cp.Log.Info("audit checkpoint", "checkpoint", s)
+	}
+	switch {
+	case errors.Is(err, ErrIntegrity):
+		cp.Log.Error("AUDIT INTEGRITY ALARM: the checkpointer refuses to sign; run `impersonator audit verify`", "error", err)
+		if cp.Alarm != nil {
+			cp.Alarm(true)
+		}
+		return
+	case err != nil && ctx.Err() == nil:
+		cp.Log.Error("audit checkpoint failed; events since the last checkpoint stay uncovered until the next try", "error", err)
+		return
+	}
+	if cp.Alarm != nil && err == nil {
+		cp.Alarm(false)
+	}
+	if cp.Retention > 0 {
+		if n, err := l.Trim(ctx, cp.Retention); err != nil && ctx.Err() == nil {
+			cp.Log.Error("audit retention failed", "error", err)
+		} else if n > 0 {
+			cp.Log.Info("audit retention trimmed events", "events", n)
+		}
+	}
+}
+
 // Trim removes the events, and the checkpoints before it, of the newest
 // checkpoint older than retention, keeping that checkpoint as the anchor
-// the remaining chain verifies from. Only whole checkpointed ranges go. It
-// returns how many events it removed.
+// the remaining chain verifies from. Only whole checkpointed ranges go, in
+// one atomic step. It returns how many events it removed.
 func (l *Log) Trim(ctx context.Context, retention time.Duration) (int64, error) {
-	msgs, err := l.rdb.XRange(ctx, l.checkpoints, "-", "+").Result()
-	if err != nil {
-		return 0, fmt.Errorf("audit: read checkpoints: %w", err)
-	}
 	cutoff := l.now().Add(-retention)
 	var anchor *storedCheckpoint
-	for _, m := range msgs {
-		c, err := decodeCheckpoint(m)
+	start := "-"
+	for {
+		recs, err := l.st.Checkpoints(ctx, start, "+", 100)
 		if err != nil {
 			return 0, err
 		}
-		if !c.Time.Before(cutoff) {
+		for _, r := range recs {
+			c, err := decodeCheckpoint(r)
+			if err != nil {
+				return 0, err
+			}
+			if !c.Time.Before(cutoff) {
+				recs = nil
+				break
+			}
+			if anchor == nil || c.Seq > anchor.Seq {
+				anchor = &c
+			}
+		}
+		if len(recs) < 100 {
 			break
 		}
-		if anchor == nil || c.Seq > anchor.Seq {
-			anchor = &c
-		}
+		start = "(" + recs[len(recs)-1].ID
 	}
 	if anchor == nil {
 		return 0, nil
 	}
 	ms, seq, _ := strings.Cut(anchor.Last, "-")
 	n, _ := strconv.ParseUint(seq, 10, 64)
-	minID := ms + "-" + strconv.FormatUint(n+1, 10)
-	removed, err := l.rdb.XTrimMinID(ctx, l.stream, minID).Result()
-	if err != nil {
-		return 0, fmt.Errorf("audit: trim events: %w", err)
-	}
-	if err := l.rdb.XTrimMinID(ctx, l.checkpoints, anchor.StreamID).Err(); err != nil {
-		return removed, fmt.Errorf("audit: trim checkpoints: %w", err)
-	}
-	return removed, nil
+	return l.st.Trim(ctx, ms+"-"+strconv.FormatUint(n+1, 10), anchor.StreamID)
 }

@@ -7,7 +7,10 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Type names what happened. The set is part of the external contract
@@ -110,4 +113,105 @@ func (e *Event) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(e)
+}
+
+// Stored caps (DESIGN.md 3.7): what an anonymous request can make the log
+// keep is bounded.
+const (
+	MaxReasonBytes    = 1000
+	MaxUserAgentBytes = 512
+	maxDetailBytes    = 2000
+	maxFieldBytes     = 320 // ids, emails, team and role names
+)
+
+// Encoded is an event ready for the store: its bytes, which the store keeps
+// as they are (the checkpoints hash them), and the names of the indexes it
+// belongs to (one per subject and per actor id and email), which the store
+// appends to in the same atomic step.
+type Encoded struct {
+	JSON    []byte
+	Indexes []string
+}
+
+// Encoder stamps and encodes events with one clock.
+type Encoder struct{ Now func() time.Time }
+
+// Encode stamps ev (id and time when unset), caps its free-text fields,
+// validates it and returns its stored form.
+func (c Encoder) Encode(ev Event) (Encoded, error) {
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	ev.Stamp(now())
+	ev.capFields()
+	b, err := ev.Marshal()
+	if err != nil {
+		return Encoded{}, err
+	}
+	return Encoded{JSON: b, Indexes: ev.indexes()}, nil
+}
+
+// capFields truncates every string an outsider can choose to its stored
+// bound, on a UTF-8 boundary.
+func (e *Event) capFields() {
+	e.Reason = truncate(e.Reason, MaxReasonBytes)
+	e.UserAgent = truncate(e.UserAgent, MaxUserAgentBytes)
+	e.Detail = truncate(e.Detail, maxDetailBytes)
+	for _, a := range []*Actor{&e.Actor, e.Requester} {
+		if a == nil {
+			continue
+		}
+		a.ID, a.Email = truncate(a.ID, maxFieldBytes), truncate(a.Email, maxFieldBytes)
+		a.Team, a.Role = truncate(a.Team, maxFieldBytes), truncate(a.Role, maxFieldBytes)
+	}
+	e.Subject.Collection = truncate(e.Subject.Collection, maxFieldBytes)
+	e.Subject.ID = truncate(e.Subject.ID, maxFieldBytes)
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// Index names. A query by subject or actor reads only its index.
+func subjectIndex(collection, id string) string { return "sc:" + collection + ":" + id }
+func subjectIDIndex(id string) string           { return "si:" + id }
+func actorIndex(q string) string                { return "a:" + strings.ToLower(q) }
+
+// indexes lists the indexes ev belongs to: its subject, and each of its
+// actor's and requester's id and email.
+func (e *Event) indexes() []string {
+	var out []string
+	if e.Subject.ID != "" {
+		out = append(out, subjectIndex(e.Subject.Collection, e.Subject.ID), subjectIDIndex(e.Subject.ID))
+	}
+	for _, a := range []*Actor{&e.Actor, e.Requester} {
+		if a == nil {
+			continue
+		}
+		for _, q := range []string{a.ID, a.Email} {
+			if q != "" && !slices.Contains(out, actorIndex(q)) {
+				out = append(out, actorIndex(q))
+			}
+		}
+	}
+	for i, name := range out {
+		out[i] = strings.Map(indexRune, name)
+	}
+	return out
+}
+
+// indexRune keeps index names printable and free of the store's separator.
+func indexRune(r rune) rune {
+	if r < 0x21 || r == 0x7f {
+		return '_'
+	}
+	return r
 }

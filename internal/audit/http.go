@@ -12,12 +12,24 @@ import (
 )
 
 // ParseFilter reads the query filters of GET /v1/audit/events (and of the
-// CLI): actor, subject, type, since, until (RFC 3339). Errors name the bad
-// parameter.
-func ParseFilter(q url.Values) (Filter, error) {
+// CLI): actor, subject, type, since, until (RFC 3339). canonical, when not
+// nil, checks the subject's record id (the same rule as the action's).
+// Errors name the bad parameter.
+func ParseFilter(q url.Values, canonical func(string) (string, error)) (Filter, error) {
 	f := Filter{Actor: q.Get("actor"), Subject: q.Get("subject"), Type: Type(q.Get("type"))}
 	if f.Type != "" && !f.Type.Valid() {
 		return f, fmt.Errorf("type %q is not one of %v", f.Type, Types)
+	}
+	if f.Subject != "" && canonical != nil {
+		c, id, ok := cutSubject(f.Subject)
+		cid, err := canonical(id)
+		if err != nil {
+			return f, fmt.Errorf("subject: %v", err)
+		}
+		f.Subject = cid
+		if ok {
+			f.Subject = c + ":" + cid
+		}
 	}
 	for _, p := range []struct {
 		name string
@@ -37,49 +49,58 @@ func ParseFilter(q url.Values) (Filter, error) {
 	return f, nil
 }
 
+// cutSubject splits "collection:id" (the collection never holds a colon;
+// an id may).
+func cutSubject(s string) (collection, id string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", s, false
+}
+
 // EventsHandler answers GET /v1/audit/events?actor=&subject=&type=&since=&until=&limit=&cursor=
 // with {"events":[…],"next_cursor":…}, newest first.
-func EventsHandler(l *Log) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func EventsHandler(l *Log, canonical func(string) (string, error)) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
-		f, err := ParseFilter(q)
+		f, err := ParseFilter(q, canonical)
 		if err != nil {
-			httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
+			return httpx.Errorf(http.StatusBadRequest, err.Error(), err)
 		}
 		limit := DefaultLimit
 		if v := q.Get("limit"); v != "" {
 			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > MaxLimit {
-				httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("limit must be a number from 1 to %d", MaxLimit)})
-				return
+				return httpx.Errorf(http.StatusBadRequest, fmt.Sprintf("limit must be a number from 1 to %d", MaxLimit), err)
 			}
 		}
 		page, err := l.Query(r.Context(), f, limit, q.Get("cursor"))
 		if errors.Is(err, ErrBadCursor) {
-			httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
+			return httpx.Errorf(http.StatusBadRequest, err.Error(), err)
 		}
 		if err != nil {
-			httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
-			return
+			return httpx.Unavailable(err)
 		}
 		httpx.WriteJSON(w, http.StatusOK, page)
+		return nil
 	}
 }
 
 // VerifyHandler answers GET /v1/audit/verify with the verification Report:
-// 200 when the log is intact, 409 when it is not.
-func VerifyHandler(l *Log, keys SignatureVerifier) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		rep, err := l.Verify(r.Context(), keys)
+// 200 when the log is intact, 409 when it was tampered with, 200 with "ok":
+// false when verification could not finish (an unknown key).
+func VerifyHandler(l *Log, keys SignatureVerifier, o VerifyOptions) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		rep, err := l.Verify(r.Context(), keys, o)
 		if err != nil {
-			httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
-			return
+			return httpx.Unavailable(err)
 		}
 		status := http.StatusOK
-		if !rep.OK {
+		if rep.Tampered {
 			status = http.StatusConflict
 		}
 		httpx.WriteJSON(w, status, rep)
+		return nil
 	}
 }

@@ -5,43 +5,58 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// Log reads the audit stream that the store appends to (one entry per
-// event, field "e" = the event's JSON) and its checkpoint stream.
-type Log struct {
-	rdb         redis.UniversalClient
-	stream      string
-	checkpoints string
-	now         func() time.Time
+// Record is one stored entry: its stream id and its raw bytes (what the
+// checkpoints hash).
+type Record struct {
+	ID  string
+	Raw string
 }
 
-// NewLog returns a reader of the audit stream named stream, with its
-// checkpoints in the stream named checkpoints (both under the store's hash
-// tag).
-func NewLog(rdb redis.UniversalClient, stream, checkpoints string, now func() time.Time) *Log {
+// Stream is what the log needs of its storage (the store implements it):
+// ranges of events, the per-subject and per-actor indexes, following new
+// events, and the checkpoint chain.
+type Stream interface {
+	Events(ctx context.Context, start, end string, count int64) ([]Record, error)
+	EventsBefore(ctx context.Context, end, start string, count int64) ([]Record, error)
+	IndexBefore(ctx context.Context, index, end, start string, count int64) (recs []Record, last string, err error)
+	Follow(ctx context.Context, after string, count int64, block time.Duration) ([]Record, error)
+	Checkpoints(ctx context.Context, start, end string, count int64) ([]Record, error)
+	LastCheckpoint(ctx context.Context) (Record, bool, error)
+	AppendCheckpoint(ctx context.Context, prevID string, seq int64, raw []byte) (bool, error)
+	Trim(ctx context.Context, eventsMinID, checkpointsMinID string) (int64, error)
+	Sealed(ctx context.Context) (int64, error)
+}
+
+// Log reads the audit stream and keeps its checkpoints.
+type Log struct {
+	st  Stream
+	now func() time.Time
+}
+
+// NewLog returns the log over st.
+func NewLog(st Stream, now func() time.Time) *Log {
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{rdb: rdb, stream: stream, checkpoints: checkpoints, now: now}
+	return &Log{st: st, now: now}
 }
 
-// Entry is one event as stored: its stream id, its raw bytes (what the
-// checkpoints hash) and the decoded event.
+// Entry is one event as stored: its stream id, its raw bytes and the
+// decoded event.
 type Entry struct {
 	StreamID string
 	Raw      string
 	Event    Event
 }
 
-func decodeEntry(m redis.XMessage) Entry {
-	raw, _ := m.Values["e"].(string)
-	e := Entry{StreamID: m.ID, Raw: raw}
-	_ = json.Unmarshal([]byte(raw), &e.Event) // a tampered entry still shows, as it is
+func decodeEntry(r Record) Entry {
+	e := Entry{StreamID: r.ID, Raw: r.Raw}
+	_ = json.Unmarshal([]byte(r.Raw), &e.Event) // a tampered entry still shows, as it is
 	return e
 }
 
@@ -50,11 +65,12 @@ type Filter struct {
 	Actor   string // admin id or email (case-insensitive), as actor or requester
 	Subject string // target id, or collection:id
 	Type    Type
-	Since   time.Time // inclusive
-	Until   time.Time // exclusive
+	Since   time.Time // inclusive, by the stream's own clock
+	Until   time.Time // exclusive, by the stream's own clock
 }
 
-// Match reports whether e passes f.
+// Match reports whether e passes f's actor, subject and type (the time
+// window is the stream range read).
 func (f Filter) Match(e Event) bool {
 	if f.Actor != "" && !actorIs(e.Actor, f.Actor) && (e.Requester == nil || !actorIs(*e.Requester, f.Actor)) {
 		return false
@@ -71,13 +87,21 @@ func (f Filter) Match(e Event) bool {
 	if f.Type != "" && e.Type != f.Type {
 		return false
 	}
-	if !f.Since.IsZero() && e.Time.Before(f.Since) {
-		return false
-	}
-	if !f.Until.IsZero() && !e.Time.Before(f.Until) {
-		return false
-	}
 	return true
+}
+
+// index names the index that holds every event f can match, or "".
+func (f Filter) index() string {
+	if f.Subject != "" {
+		if c, id, ok := strings.Cut(f.Subject, ":"); ok {
+			return strings.Map(indexRune, subjectIndex(c, id))
+		}
+		return strings.Map(indexRune, subjectIDIndex(f.Subject))
+	}
+	if f.Actor != "" {
+		return strings.Map(indexRune, actorIndex(f.Actor))
+	}
+	return ""
 }
 
 func actorIs(a Actor, q string) bool {
@@ -88,8 +112,9 @@ func actorIs(a Actor, q string) bool {
 const (
 	DefaultLimit = 100
 	MaxLimit     = 1000
-	// scanBudget bounds the entries one page reads; a page that finds fewer
-	// matches than its limit within it still returns a cursor to go on.
+	// scanBudget bounds the entries one page reads when only a type
+	// filters (no index); a page that finds fewer matches than its limit
+	// within it still returns a cursor to go on.
 	scanBudget = 20000
 	batch      = 500
 )
@@ -103,56 +128,96 @@ type Page struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
+// streamID is the first stream id at or after t: stream ids begin with
+// the Redis server's time in milliseconds.
+func streamID(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) + "-0" }
+
 // Query returns events matching f, newest first, starting after cursor
 // (empty: from the newest). The cursor is a stream position, so pages stay
-// correct while events are appended: new events are newer than every page
-// already read.
+// correct while events are appended. Since and Until bound the stream range
+// read, and a subject or actor reads only its index, so a query costs its
+// matches, not the log.
 func (l *Log) Query(ctx context.Context, f Filter, limit int, cursor string) (Page, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
 	limit = min(limit, MaxLimit)
-	end := "+"
+	end, start := "+", "-"
+	if !f.Until.IsZero() {
+		end = "(" + streamID(f.Until)
+	}
+	if !f.Since.IsZero() {
+		start = streamID(f.Since)
+	}
 	if cursor != "" {
-		if !validStreamID(cursor) {
+		if !ValidStreamID(cursor) {
 			return Page{}, ErrBadCursor
 		}
 		end = "(" + cursor
 	}
 	page := Page{Events: []Event{}}
+	index := f.index()
 	scanned := 0
-	for scanned < scanBudget {
-		msgs, err := l.rdb.XRevRangeN(ctx, l.stream, end, "-", batch).Result()
+	for {
+		var recs []Record
+		var last string
+		var err error
+		if index != "" {
+			recs, last, err = l.st.IndexBefore(ctx, index, end, start, batch)
+		} else {
+			recs, err = l.st.EventsBefore(ctx, end, start, batch)
+			if len(recs) > 0 {
+				last = recs[len(recs)-1].ID
+			}
+		}
 		if err != nil {
 			return Page{}, fmt.Errorf("audit: read: %w", err)
 		}
-		for i, m := range msgs {
+		for i, r := range recs {
 			scanned++
-			e := decodeEntry(m)
-			if f.Match(e.Event) {
-				page.Events = append(page.Events, e.Event)
-				if len(page.Events) == limit {
-					if i < len(msgs)-1 || len(msgs) == batch {
-						id := m.ID
-						page.NextCursor = &id
-					}
-					return page, nil
+			e := decodeEntry(r)
+			if !f.Match(e.Event) {
+				continue
+			}
+			page.Events = append(page.Events, e.Event)
+			if len(page.Events) == limit {
+				if i < len(recs)-1 || last != "" {
+					id := r.ID
+					page.NextCursor = &id
 				}
+				return l.trimCursor(ctx, f, index, start, page)
 			}
 		}
-		if len(msgs) < batch {
-			return page, nil // reached the oldest event
+		if last == "" {
+			return page, nil // reached the oldest entry of the range
 		}
-		last := msgs[len(msgs)-1].ID
 		end = "(" + last
-		if scanned >= scanBudget {
+		if index == "" && scanned >= scanBudget {
 			page.NextCursor = &last
+			return page, nil
 		}
 	}
-	return page, nil
 }
 
-func validStreamID(s string) bool {
+// trimCursor drops a page's cursor when nothing lies beyond it, so a page
+// with a cursor always has more events to follow, and a full page at the
+// very end says it is the last.
+func (l *Log) trimCursor(ctx context.Context, f Filter, index, start string, p Page) (Page, error) {
+	if p.NextCursor == nil || index == "" {
+		return p, nil
+	}
+	recs, _, err := l.st.IndexBefore(ctx, index, "("+*p.NextCursor, start, 1)
+	if err != nil {
+		return Page{}, fmt.Errorf("audit: read: %w", err)
+	}
+	if len(recs) == 0 {
+		p.NextCursor = nil
+	}
+	return p, nil
+}
+
+// ValidStreamID reports whether s is a Redis stream id ("ms-seq").
+func ValidStreamID(s string) bool {
 	ms, seq, ok := strings.Cut(s, "-")
 	return ok && ms != "" && seq != "" && len(s) <= 41 && strings.Trim(ms, "0123456789") == "" && strings.Trim(seq, "0123456789") == ""
 }
@@ -162,55 +227,110 @@ func validStreamID(s string) bool {
 // for each; fn returning false stops.
 func (l *Log) Range(ctx context.Context, start string, fn func(Entry) bool) error {
 	for {
-		msgs, err := l.rdb.XRangeN(ctx, l.stream, start, "+", batch).Result()
+		recs, err := l.st.Events(ctx, start, "+", batch)
 		if err != nil {
 			return fmt.Errorf("audit: read: %w", err)
 		}
-		for _, m := range msgs {
-			if !fn(decodeEntry(m)) {
+		for _, r := range recs {
+			if !fn(decodeEntry(r)) {
 				return nil
 			}
 		}
-		if len(msgs) < batch {
+		if len(recs) < batch {
 			return nil
 		}
-		start = "(" + msgs[len(msgs)-1].ID
+		start = "(" + recs[len(recs)-1].ID
 	}
 }
 
-// Follow calls fn for every entry appended after the stream id after ("$"
-// for "from now"), blocking until ctx ends.
+// Follow calls fn for every entry appended after the stream id after,
+// until ctx ends. It wakes at least every second, so it stops promptly.
 func (l *Log) Follow(ctx context.Context, after string, fn func(Entry) error) error {
-	for {
-		res, err := l.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{l.stream, after}, Count: batch, Block: 5 * time.Second}).Result()
+	for ctx.Err() == nil {
+		recs, err := l.st.Follow(ctx, after, batch, time.Second)
 		if ctx.Err() != nil {
 			return nil
-		}
-		if errors.Is(err, redis.Nil) {
-			continue
 		}
 		if err != nil {
 			return fmt.Errorf("audit: follow: %w", err)
 		}
-		for _, s := range res {
-			for _, m := range s.Messages {
-				if err := fn(decodeEntry(m)); err != nil {
-					return err
-				}
-				after = m.ID
+		for _, r := range recs {
+			if err := fn(decodeEntry(r)); err != nil {
+				return err
 			}
+			after = r.ID
 		}
 	}
+	return nil
 }
 
 // LastID returns the newest entry's stream id, or "0-0" for an empty log.
 func (l *Log) LastID(ctx context.Context) (string, error) {
-	msgs, err := l.rdb.XRevRangeN(ctx, l.stream, "+", "-", 1).Result()
+	recs, err := l.st.EventsBefore(ctx, "+", "-", 1)
 	if err != nil {
 		return "", fmt.Errorf("audit: read: %w", err)
 	}
-	if len(msgs) == 0 {
+	if len(recs) == 0 {
 		return "0-0", nil
 	}
-	return msgs[0].ID, nil
+	return recs[0].ID, nil
+}
+
+// ReadAfter returns up to n entries after the stream id after ("" or "-":
+// from the oldest), oldest first.
+func (l *Log) ReadAfter(ctx context.Context, after string, n int64) ([]Entry, error) {
+	start := "-"
+	if after != "" && after != "-" {
+		start = "(" + after
+	}
+	recs, err := l.st.Events(ctx, start, "+", n)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read: %w", err)
+	}
+	return entries(recs), nil
+}
+
+// WaitAfter blocks up to block for entries after the stream id after and
+// returns them (none when block passed).
+func (l *Log) WaitAfter(ctx context.Context, after string, block time.Duration) ([]Entry, error) {
+	if after == "" || after == "-" {
+		after = "0-0"
+	}
+	recs, err := l.st.Follow(ctx, after, batch, block)
+	if err != nil {
+		return nil, fmt.Errorf("audit: follow: %w", err)
+	}
+	return entries(recs), nil
+}
+
+func entries(recs []Record) []Entry {
+	out := make([]Entry, len(recs))
+	for i, r := range recs {
+		out[i] = decodeEntry(r)
+	}
+	return out
+}
+
+// CheckpointsAfter returns the summaries of up to n checkpoints after the
+// checkpoint stream id after ("": from the first), and the stream id of the
+// last one returned (after, when none).
+func (l *Log) CheckpointsAfter(ctx context.Context, after string, n int64) ([]Summary, string, error) {
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	recs, err := l.st.Checkpoints(ctx, start, "+", n)
+	if err != nil {
+		return nil, after, err
+	}
+	out := make([]Summary, 0, len(recs))
+	for _, r := range recs {
+		c, err := decodeCheckpoint(r)
+		if err != nil {
+			return nil, after, err
+		}
+		out = append(out, c.Summary())
+		after = r.ID
+	}
+	return out, after, nil
 }

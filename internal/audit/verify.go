@@ -1,16 +1,32 @@
 package audit
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// SignatureVerifier checks checkpoint signatures: the service's keyset, or
+// the public keys of its JWKS alone.
+type SignatureVerifier interface {
+	VerifySignature(kid string, msg, sig []byte) error
+	// HasKey reports whether kid is known: a signature by an unknown key
+	// is an operational problem (a key not loaded), never tampering.
+	HasKey(kid string) bool
+}
 
 // Report is the outcome of Verify.
 type Report struct {
-	OK bool `json:"ok"`
+	// OK: every check passed. Tampered: something was changed, deleted or
+	// inserted. Neither: verification could not finish (an unknown key).
+	OK       bool `json:"ok"`
+	Tampered bool `json:"tampered"`
 	// Checkpoints verified, and the sequence number verification starts at:
 	// 1, or the anchor left by retention trimming.
 	Checkpoints int   `json:"checkpoints"`
@@ -19,6 +35,8 @@ type Report struct {
 	Verified int `json:"events_verified"`
 	// Events after the newest checkpoint: not covered yet.
 	Uncovered int `json:"events_not_yet_checkpointed"`
+	// Witnessed checkpoints found unchanged in the chain.
+	Witnessed int `json:"witnessed,omitempty"`
 	// The first bad event: its stream id, its event id when readable, and
 	// what is wrong.
 	FirstBad   string `json:"first_bad_event,omitempty"`
@@ -26,113 +44,26 @@ type Report struct {
 	Problem    string `json:"problem,omitempty"`
 }
 
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// MaxUncovered: events older than this that no checkpoint covers are
+	// tampering (twice the checkpoint interval); 0 skips the check.
+	MaxUncovered time.Duration
+	// Witness: checkpoints seen outside Redis (an export or the service
+	// log); Redis's chain must hold each of them unchanged.
+	Witness []Summary
+}
+
 // Verify recomputes every event's hash, checks every checkpoint's signature
-// and the chain between checkpoints, and names the first bad event.
-func (l *Log) Verify(ctx context.Context, keys SignatureVerifier) (Report, error) {
-	msgs, err := l.rdb.XRange(ctx, l.checkpoints, "-", "+").Result()
-	if err != nil {
-		return Report{}, fmt.Errorf("audit: read checkpoints: %w", err)
-	}
-	var r Report
-	var chainProblem string
-	var leaves []Leaf
-	var prev *storedCheckpoint
-	skipThrough := "" // a trimmed anchor's range: its events are gone on purpose
-	for i, m := range msgs {
-		c, err := decodeCheckpoint(m)
-		if err != nil {
-			if chainProblem == "" {
-				chainProblem = err.Error()
-			}
-			continue
-		}
-		sig, _ := base64.RawURLEncoding.DecodeString(c.Sig)
-		if err := keys.VerifySignature(c.KID, c.Body(), sig); err != nil {
-			if chainProblem == "" {
-				chainProblem = fmt.Sprintf("checkpoint %d (%s) has an invalid signature: %v", c.Seq, c.StreamID, err)
-			}
-			continue // its leaves cannot be trusted: its events show as uncovered
-		}
-		switch {
-		case i == 0 && c.Seq != 1:
-			r.FromSeq, skipThrough = c.Seq, c.Last
-		case i == 0:
-			r.FromSeq = 1
-		case prev == nil:
-		case c.Seq != prev.Seq+1 || c.Prev != prev.Digest():
-			if chainProblem == "" {
-				chainProblem = fmt.Sprintf("checkpoint chain broken between seq %d and seq %d: a checkpoint was deleted, altered or inserted", prev.Seq, c.Seq)
-			}
-		}
-		if skipThrough == "" || c.Seq != r.FromSeq {
-			leaves = append(leaves, c.Leaves...)
-		}
-		r.Checkpoints++
-		p := c
-		prev = &p
-	}
-
-	if skipThrough != "" {
-		// Retention trims whole ranges: nothing at or before the anchor may
-		// remain. Something that does means checkpoints were deleted.
-		old, err := l.rdb.XRangeN(ctx, l.stream, "-", skipThrough, 1).Result()
-		if err != nil {
-			return Report{}, fmt.Errorf("audit: read: %w", err)
-		}
-		if len(old) > 0 {
-			e := decodeEntry(old[0])
-			r.FirstBad, r.FirstBadID = e.StreamID, e.Event.ID
-			r.Problem = fmt.Sprintf("the checkpoints before seq %d are missing while their events remain (deleted checkpoints, not retention)", r.FromSeq)
-			return r, nil
-		}
-	}
-
-	// Walk the stored events against the signed leaves, both in stream order.
-	next := 0
-	var eventProblem string
-	bad := func(e Entry, problem string) bool {
-		r.FirstBad, r.FirstBadID, eventProblem = e.StreamID, e.Event.ID, problem
-		return false
-	}
-	start := "-"
-	if skipThrough != "" {
-		start = "(" + skipThrough
-	}
-	err = l.Range(ctx, start, func(e Entry) bool {
-		if next < len(leaves) && streamLess(leaves[next].ID, e.StreamID) {
-			// A signed leaf with no event: deleted.
-			r.FirstBad, eventProblem = leaves[next].ID, fmt.Sprintf("event %s, covered by a checkpoint, is missing (deleted)", leaves[next].ID)
-			return false
-		}
-		if next == len(leaves) {
-			r.Uncovered++
-			return true
-		}
-		if leaves[next].ID != e.StreamID {
-			return bad(e, fmt.Sprintf("event %s is in no checkpoint's place (inserted, or its checkpoint is missing)", e.StreamID))
-		}
-		if leaves[next].Hash != leafHash(e.StreamID, e.Raw) {
-			return bad(e, fmt.Sprintf("event %s does not match its checkpoint (modified)", e.StreamID))
-		}
-		next++
-		r.Verified++
-		return true
-	})
-	if err != nil {
+// and the chain between checkpoints, and names the first bad event. It
+// pages through checkpoints and their events, so its memory stays flat
+// whatever the log's size.
+func (l *Log) Verify(ctx context.Context, keys SignatureVerifier, o VerifyOptions) (Report, error) {
+	v := verifier{l: l, keys: keys, r: Report{}, pos: "-"}
+	if err := v.run(ctx, o); err != nil {
 		return Report{}, err
 	}
-	if eventProblem == "" && next < len(leaves) {
-		r.FirstBad = leaves[next].ID
-		eventProblem = fmt.Sprintf("event %s, covered by a checkpoint, is missing (deleted)", leaves[next].ID)
-	}
-	switch {
-	case chainProblem != "" && eventProblem != "":
-		r.Problem = chainProblem + "; " + eventProblem
-	case chainProblem != "":
-		r.Problem = chainProblem
-	default:
-		r.Problem = eventProblem
-	}
+	r := v.r
 	r.OK = r.Problem == ""
 	if !r.OK {
 		r.Uncovered = 0
@@ -140,8 +71,190 @@ func (l *Log) Verify(ctx context.Context, keys SignatureVerifier) (Report, error
 	return r, nil
 }
 
-// streamLess orders stream ids ("ms-seq") numerically.
-func streamLess(a, b string) bool { return StreamLess(a, b) }
+type verifier struct {
+	l    *Log
+	keys SignatureVerifier
+	r    Report
+	pos  string // the last event stream id accounted for ("-": none)
+	prev *storedCheckpoint
+	seen map[int64]string // digests by seq, for the witness (seq only when witnessed)
+}
+
+func (v *verifier) tamper(bad, badID, problem string) {
+	if v.r.Problem == "" {
+		v.r.FirstBad, v.r.FirstBadID, v.r.Problem, v.r.Tampered = bad, badID, problem, true
+	}
+}
+
+func (v *verifier) run(ctx context.Context, o VerifyOptions) error {
+	want := map[int64]bool{}
+	for _, w := range o.Witness {
+		want[w.Seq] = true
+	}
+	v.seen = map[int64]string{}
+	start := "-"
+	first := true
+	for v.r.Problem == "" {
+		recs, err := v.l.st.Checkpoints(ctx, start, "+", 100)
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			c, err := decodeCheckpoint(rec)
+			if err != nil {
+				v.tamper(rec.ID, "", err.Error())
+				return nil
+			}
+			if want[c.Seq] {
+				v.seen[c.Seq] = c.Digest()
+			}
+			if err := v.checkpoint(ctx, c, first); err != nil {
+				return err
+			}
+			first = false
+			if v.r.Problem != "" {
+				return nil
+			}
+		}
+		if len(recs) < 100 {
+			break
+		}
+		start = "(" + recs[len(recs)-1].ID
+	}
+	if v.r.Problem != "" {
+		return nil
+	}
+	sealed, err := v.l.st.Sealed(ctx)
+	if err != nil {
+		return err
+	}
+	newest := int64(0)
+	if v.prev != nil {
+		newest = v.prev.Seq
+	}
+	if sealed > newest {
+		v.tamper("", "", fmt.Sprintf("the chain ends at seq %d but seq %d was written: the newest checkpoints were deleted", newest, sealed))
+		return nil
+	}
+	for _, w := range o.Witness {
+		got, ok := v.seen[w.Seq]
+		switch {
+		case w.Seq < v.r.FromSeq:
+			// trimmed by retention before the anchor
+		case !ok:
+			v.tamper(w.Last, "", fmt.Sprintf("checkpoint seq %d (covering %s..%s) is in the witness but not in Redis: the chain is shorter than what was seen", w.Seq, w.First, w.Last))
+			return nil
+		case got != w.Digest:
+			v.tamper(w.First, "", fmt.Sprintf("checkpoint seq %d differs from the witness's: the chain was rewritten", w.Seq))
+			return nil
+		default:
+			v.r.Witnessed++
+		}
+	}
+	// What no checkpoint covers yet.
+	oldest := ""
+	err = v.l.Range(ctx, v.after(), func(e Entry) bool {
+		if oldest == "" {
+			oldest = e.StreamID
+		}
+		v.r.Uncovered++
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if o.MaxUncovered > 0 && oldest != "" && streamTime(oldest).Before(v.l.now().Add(-o.MaxUncovered)) {
+		e := v.event(ctx, oldest)
+		v.tamper(oldest, e.Event.ID, fmt.Sprintf("event %s is older than %s and no checkpoint covers it: checkpoints were deleted", oldest, o.MaxUncovered))
+	}
+	return nil
+}
+
+func (v *verifier) after() string {
+	if v.pos == "-" {
+		return "-"
+	}
+	return "(" + v.pos
+}
+
+func (v *verifier) event(ctx context.Context, id string) Entry {
+	recs, err := v.l.st.Events(ctx, id, id, 1)
+	if err != nil || len(recs) == 0 {
+		return Entry{StreamID: id}
+	}
+	return decodeEntry(recs[0])
+}
+
+// checkpoint verifies one checkpoint and the events it covers.
+func (v *verifier) checkpoint(ctx context.Context, c storedCheckpoint, first bool) error {
+	sig, _ := base64.RawURLEncoding.DecodeString(c.Sig)
+	if err := v.keys.VerifySignature(c.KID, c.Body(), sig); err != nil {
+		if !v.keys.HasKey(c.KID) {
+			v.r.Problem = fmt.Sprintf("checkpoint %d is signed by key %s, which this verifier does not have: load the key (an operational problem, not tampering)", c.Seq, c.KID)
+			return nil
+		}
+		v.tamper(c.First, "", fmt.Sprintf("checkpoint %d (%s) has an invalid signature: %v", c.Seq, c.StreamID, err))
+		return nil
+	}
+	v.r.Checkpoints++
+	switch {
+	case first && c.Seq != 1:
+		// The anchor retention left: its events are gone on purpose, and
+		// nothing at or before its range may remain.
+		v.r.FromSeq = c.Seq
+		if recs, err := v.l.st.Events(ctx, "-", c.Last, 1); err != nil {
+			return err
+		} else if len(recs) > 0 {
+			e := decodeEntry(recs[0])
+			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("the checkpoints before seq %d are missing while their events remain (deleted checkpoints, not retention)", c.Seq))
+			return nil
+		}
+		v.pos = c.Last
+		p := c
+		v.prev = &p
+		return nil
+	case first:
+		v.r.FromSeq = 1
+	case c.Seq != v.prev.Seq+1 || c.Prev != v.prev.Digest():
+		v.tamper(c.First, "", fmt.Sprintf("checkpoint chain broken between seq %d and seq %d: a checkpoint was deleted, altered or inserted", v.prev.Seq, c.Seq))
+		return nil
+	}
+	// The events from the last accounted one through c.Last must be
+	// exactly c's leaves.
+	next := 0
+	err := v.l.Range(ctx, v.after(), func(e Entry) bool {
+		if next == len(c.Leaves) {
+			if StreamLess(c.Last, e.StreamID) {
+				return false
+			}
+		}
+		if next < len(c.Leaves) && StreamLess(c.Leaves[next].ID, e.StreamID) {
+			v.tamper(c.Leaves[next].ID, "", fmt.Sprintf("event %s, covered by checkpoint %d, is missing (deleted)", c.Leaves[next].ID, c.Seq))
+			return false
+		}
+		if next == len(c.Leaves) || c.Leaves[next].ID != e.StreamID {
+			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("event %s is in no checkpoint's place (inserted, or its checkpoint is missing)", e.StreamID))
+			return false
+		}
+		if c.Leaves[next].Hash != leafHash(e.StreamID, e.Raw) {
+			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("event %s does not match its checkpoint (modified)", e.StreamID))
+			return false
+		}
+		next++
+		v.r.Verified++
+		return next < len(c.Leaves)
+	})
+	if err != nil {
+		return err
+	}
+	if v.r.Problem == "" && next < len(c.Leaves) {
+		v.tamper(c.Leaves[next].ID, "", fmt.Sprintf("event %s, covered by checkpoint %d, is missing (deleted)", c.Leaves[next].ID, c.Seq))
+	}
+	v.pos = c.Last
+	p := c
+	v.prev = &p
+	return nil
+}
 
 // StreamLess orders stream ids ("ms-seq") numerically.
 func StreamLess(a, b string) bool {
@@ -158,4 +271,24 @@ func splitID(id string) (uint64, uint64) {
 	m, _ := strconv.ParseUint(ms, 10, 64)
 	s, _ := strconv.ParseUint(seq, 10, 64)
 	return m, s
+}
+
+// ReadWitness reads the checkpoints a witness saw: the JSON lines of `audit
+// export` ({"checkpoint":{…}} lines among the events) or of the service log
+// (records whose "checkpoint" attribute is a checkpoint summary). Other
+// lines are skipped.
+func ReadWitness(r io.Reader) ([]Summary, error) {
+	var out []Summary
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var line struct {
+			Checkpoint *Summary `json:"checkpoint"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Checkpoint == nil || line.Checkpoint.Digest == "" {
+			continue
+		}
+		out = append(out, *line.Checkpoint)
+	}
+	return out, sc.Err()
 }

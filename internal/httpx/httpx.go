@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -97,55 +96,6 @@ func clientIP(r *http.Request, trusted []netip.Prefix) string {
 	return peer.String()
 }
 
-// Error is an error with an HTTP status and a message safe to show the
-// client. Cause is logged, never shown.
-type Error struct {
-	Status  int
-	Message string
-	Cause   error
-}
-
-func (e *Error) Error() string {
-	if e.Cause != nil {
-		return fmt.Sprintf("%d %s: %v", e.Status, e.Message, e.Cause)
-	}
-	return fmt.Sprintf("%d %s", e.Status, e.Message)
-}
-
-func (e *Error) Unwrap() error { return e.Cause }
-
-// Errorf returns an *Error with status, public message and cause.
-func Errorf(status int, message string, cause error) *Error {
-	return &Error{Status: status, Message: message, Cause: cause}
-}
-
-// AsError turns any error into an *Error; unknown errors become a generic
-// 500 that keeps the cause for the log.
-func AsError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return &Error{Status: http.StatusInternalServerError, Message: "internal error", Cause: err}
-}
-
-// LogError logs err once, with the request's id and client IP: 5xx at
-// error level, others at info (they are the client's doing).
-func LogError(log *slog.Logger, r *http.Request, err *Error) {
-	level := slog.LevelInfo
-	if err.Status >= 500 {
-		level = slog.LevelError
-	}
-	log.LogAttrs(r.Context(), level, "request failed",
-		slog.String("request_id", RequestID(r.Context())),
-		slog.String("ip", ClientIP(r.Context())),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", err.Status),
-		slog.String("error", err.Error()),
-	)
-}
-
 // WriteJSON writes v as JSON with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
@@ -161,9 +111,6 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// Validator is implemented by request bodies that check themselves.
-type Validator interface{ Valid() error }
-
 // DecodeOptions tune Decode.
 type DecodeOptions struct {
 	MaxBytes      int64 // required
@@ -172,9 +119,9 @@ type DecodeOptions struct {
 }
 
 // Decode reads one JSON value into dst: application/json only, at most
-// MaxBytes, no trailing data, unknown fields refused unless allowed, and
-// dst.Valid() when dst implements Validator. Errors are *Error with 4xx
-// statuses and a message safe to show.
+// MaxBytes, no trailing data, unknown fields refused unless allowed. Errors
+// are *Error with 4xx statuses (or 499 when the client left) and a message
+// safe to show.
 func Decode(w http.ResponseWriter, r *http.Request, dst any, o DecodeOptions) error {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" && !o.AllowNoHeader {
@@ -192,19 +139,13 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any, o DecodeOptions) er
 		dec.DisallowUnknownFields()
 	}
 	if err := dec.Decode(dst); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return Errorf(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", o.MaxBytes), err)
+		if e := BodyError(r, err); e != nil {
+			return e
 		}
 		return Errorf(http.StatusBadRequest, "request body is not valid JSON for this route", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Errorf(http.StatusBadRequest, "request body has data after the JSON value", err)
-	}
-	if v, ok := dst.(Validator); ok {
-		if err := v.Valid(); err != nil {
-			return Errorf(http.StatusBadRequest, err.Error(), err)
-		}
 	}
 	return nil
 }
@@ -214,7 +155,7 @@ func LimitBody(n int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > n {
-				WriteJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
+				WriteJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("request body larger than %d bytes", n)})
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, n)

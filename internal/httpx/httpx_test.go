@@ -59,13 +59,6 @@ type body struct {
 	Token string `json:"token"`
 }
 
-func (b *body) Valid() error {
-	if b.Token == "" {
-		return errors.New("token is required")
-	}
-	return nil
-}
-
 func TestDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name, ctype, body string
@@ -82,7 +75,6 @@ func TestDecode(t *testing.T) {
 		{"unknown field allowed", "application/json", `{"token":"x","admin":true}`, DecodeOptions{MaxBytes: 100, AllowUnknown: true}, 0},
 		{"trailing data", "application/json", `{"token":"x"} {}`, DecodeOptions{MaxBytes: 100}, 400},
 		{"not JSON", "application/json", `token`, DecodeOptions{MaxBytes: 100}, 400},
-		{"invalid", "application/json", `{"token":""}`, DecodeOptions{MaxBytes: 100}, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/", strings.NewReader(tc.body))
@@ -97,16 +89,10 @@ func TestDecode(t *testing.T) {
 				}
 				return
 			}
-			if got := AsError(err); err == nil || got.Status != tc.status {
+			var got *Error
+			if !errors.As(err, &got) || got.Status != tc.status {
 				t.Fatalf("Decode = %v, want status %d", err, tc.status)
 			}
 		})
-	}
-}
-
-func TestAsErrorHidesUnknownCauses(t *testing.T) {
-	e := AsError(errors.New("redis: connection refused at 10.0.0.5"))
-	if e.Status != 500 || strings.Contains(e.Message, "redis") {
-		t.Errorf("AsError = %d %q, want a generic 500", e.Status, e.Message)
 	}
 }

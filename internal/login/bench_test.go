@@ -15,7 +15,7 @@ import (
 // script, headers and JSON.
 func BenchmarkSession(b *testing.B) {
 	srv := redistest.StartServer(b)
-	w := newWorld(b, srv.Client(b), nil)
+	w := newWorld(b, srv.URL(), nil)
 	h := w.instance()
 	raw, _ := w.mint()
 	rec := loginJSON(h, raw)

@@ -39,8 +39,8 @@ func newBrowserWorld(t *testing.T, env map[string]string, appPage string) *brows
 	for k, v := range env {
 		vars[k] = v
 	}
-	_, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, vars)
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, vars)
 	w.now = time.Now() // the browser's clock is real: tokens must be valid now
 	svc := httptest.NewUnstartedServer(w.instance())
 	svc.Listener.Close()

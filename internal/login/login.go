@@ -1,7 +1,6 @@
-// Package login redeems impersonation tokens into sessions and serves
-// everything a customer app needs to see them: the session cookie, the
-// introspection and forward-auth endpoint, logout, the redirect-delivery
-// start page, the banner, and the admin API over sessions.
+// Package login redeems impersonation tokens into sessions: the login
+// endpoint (the admin panel's webhook, or the start page's form) and the
+// redirect-delivery start page.
 package login
 
 import (
@@ -11,12 +10,15 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -24,14 +26,8 @@ import (
 // Store is what login needs of Redis.
 type Store interface {
 	Lookup(ctx context.Context, jti string) (store.Grant, store.State, error)
-	Redeem(ctx context.Context, jti string, sess store.Session, idle time.Duration, redeemed audit.Event, rejected func(store.State) audit.Event) (bool, store.State, error)
-	Touch(ctx context.Context, sid string, idle time.Duration) (store.Session, bool, error)
-	GetSession(ctx context.Context, sid string) (store.Session, error)
-	EndSession(ctx context.Context, sess store.Session, ev audit.Event) error
-	Sessions(ctx context.Context, adminID string) ([]store.Session, error)
-	Append(ctx context.Context, ev audit.Event) (string, error)
-	Allow(ctx context.Context, n int, window time.Duration, parts ...string) (bool, time.Duration, error)
-	Count(ctx context.Context, parts ...string) (int, error)
+	Redeem(ctx context.Context, r store.Redemption) (bool, store.State, error)
+	AppendCounted(ctx context.Context, ev audit.Encoded, l store.Limit) error
 }
 
 // Issuer signs session tokens.
@@ -39,91 +35,87 @@ type Issuer interface {
 	Issue(k token.Kind, c token.Claims, ttl time.Duration) (string, *token.Claims, error)
 }
 
-// Verifier checks impersonation and session tokens.
+// Verifier checks impersonation tokens.
 type Verifier interface {
 	Verify(k token.Kind, raw string) (*token.Claims, error)
 }
 
-// Options configure the handlers.
+// Options configure the login handler.
 type Options struct {
 	Log         *slog.Logger
 	Store       Store
 	Issuer      Issuer
 	Verifier    Verifier
-	Now         func() time.Time
+	Cookie      session.Cookie
+	Events      audit.Encoder
 	PublicURL   string
 	AppURL      string
-	Delivery    config.Delivery
 	SessionTTL  time.Duration
 	SessionIdle time.Duration
-	LoginRate   config.Rate
+	// Unused: a session not presented within it is ended as never used
+	// (webhook delivery's operator signal); 0 off.
+	Unused    time.Duration
+	LoginRate config.Rate
 }
 
-// Handlers serve the login routes. Build them with New.
-type Handlers struct {
-	o      Options
-	cookie cookieSpec
-	cache  *verifiedCache
-}
+// Handler serves POST /impersonation/login.
+type Handler struct{ o Options }
 
-// New returns the handlers for o.
-func New(o Options) *Handlers {
-	return &Handlers{o: o, cookie: newCookieSpec(o.PublicURL, o.Delivery), cache: newVerifiedCache(10000)}
-}
+// New returns the login handler.
+func New(o Options) *Handler { return &Handler{o: o} }
 
 // maxLoginBody caps the login request: a token and little else.
 const maxLoginBody = 8 << 10
 
-// errInvalid is the only answer a failed redemption gets.
-func writeInvalid(w http.ResponseWriter) {
-	httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
-}
+// auditTimeout bounds a refusal's audit write, which outlives a client that
+// hung up.
+const auditTimeout = 3 * time.Second
 
-func writeUnavailable(w http.ResponseWriter) {
-	httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
+// errInvalid is the only answer a failed redemption gets: the cause goes
+// to the audit log, never to the client.
+func errInvalid(cause error) *httpx.Error {
+	return httpx.Errorf(http.StatusUnauthorized, "invalid_token", cause)
 }
 
 // Login redeems a token: JSON {"token":…} (the admin panel's webhook) or a
 // form token=… (the redirect start page).
-func (h *Handlers) Login(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	ip := httpx.ClientIP(ctx)
-	if rate := h.o.LoginRate; rate.N > 0 {
-		n, err := h.o.Store.Count(ctx, "rate", "login", ip)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if n >= rate.N {
-			w.Header().Set("Retry-After", strconv.Itoa(int(rate.Per.Seconds())))
-			httpx.WriteJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_requests"})
-			h.o.Log.WarnContext(ctx, "login rate limit reached", "ip", ip, "request_id", httpx.RequestID(ctx), "limit", rate.String())
-			return
-		}
-	}
-	ev := audit.Event{IP: ip, UserAgent: r.UserAgent(), RequestID: httpx.RequestID(ctx)}
+	ev := audit.Event{IP: httpx.ClientIP(ctx), UserAgent: r.UserAgent(), RequestID: httpx.RequestID(ctx)}
 	raw, form, err := readToken(w, r)
+	var he *httpx.Error
+	if errors.As(err, &he) && he.Status != http.StatusBadRequest && he.Status != http.StatusUnsupportedMediaType {
+		return he // too large, client gone, timeout: not a token to judge
+	}
+	if form && !h.sameOrigin(r) {
+		// A cross-site form post could log a victim's browser into a
+		// session of the attacker's choosing: refused before the token
+		// is even read, so it stays unredeemed.
+		return httpx.Errorf(http.StatusForbidden, "forbidden", fmt.Errorf("form login from a foreign origin %q", r.Header.Get("Origin")))
+	}
 	if err != nil {
-		h.reject(w, r, ev, "malformed request: "+err.Error())
-		return
+		msg := err.Error()
+		if he != nil {
+			msg = he.Message
+		}
+		return h.reject(r, ev, "malformed request: "+msg)
 	}
 	c, err := h.o.Verifier.Verify(token.Impersonation, raw)
 	if err != nil {
-		h.reject(w, r, ev, "invalid token: "+err.Error())
-		return
+		return h.reject(r, ev, "invalid token: "+err.Error())
 	}
+	// The token is validly signed: nothing from here on is counted by the
+	// failure limiter, since an attacker cannot make such a token.
 	ev.TokenID = c.ID
 	ev.Actor = audit.Actor{ID: c.Act.Sub, Email: c.Act.Email}
 	ev.Subject = audit.Subject{Collection: c.Collection, ID: c.Subject}
 	g, st, err := h.o.Store.Lookup(ctx, c.ID)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return httpx.Unavailable(err)
 	}
 	if st != store.Unknown {
 		if g.Subject != ev.Subject || g.Actor.ID != ev.Actor.ID {
-			h.reject(w, r, ev, "token and its server-side grant disagree")
-			return
+			return h.rejectSigned(r, ev, "token and its server-side grant disagree")
 		}
 		ev.Actor, ev.Requester, ev.Reason = g.Actor, g.Requester, g.Reason
 	}
@@ -133,39 +125,42 @@ func (h *Handlers) Login(w http.ResponseWriter, r *http.Request) {
 	sc.Subject = ev.Subject.ID
 	cookieJWT, issued, err := h.o.Issuer.Issue(token.Session, sc, h.o.SessionTTL)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	sess := store.Session{ID: sid, Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: ev.Reason,
-		TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ip}
+		TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
+	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused}
 	redeemed := ev
 	redeemed.Type, redeemed.SessionID = audit.Redeemed, sid
-	ok, _, err := h.o.Store.Redeem(ctx, c.ID, sess, h.o.SessionIdle, redeemed, func(st store.State) audit.Event {
-		rej := ev
-		rej.Type = audit.Rejected
-		if st == store.Consumed {
-			rej.Detail = "replayed: token already redeemed"
-		} else {
-			rej.Detail = "unknown token id: never minted here, or expired in the store"
+	rej := ev
+	rej.Type = audit.Rejected
+	rej.Detail = "unknown token id: never minted here, or expired in the store"
+	replay := rej
+	replay.Detail = "replayed: token already redeemed"
+	for _, x := range []struct {
+		dst *audit.Encoded
+		ev  audit.Event
+	}{{&red.Redeemed, redeemed}, {&red.Unknown, rej}, {&red.Consumed, replay}} {
+		if *x.dst, err = h.o.Events.Encode(x.ev); err != nil {
+			return err
 		}
-		return rej
-	})
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	ok, _, err := h.o.Store.Redeem(wctx, red)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return httpx.Unavailable(err)
 	}
 	if !ok {
-		h.countFailure(ctx, ip)
-		writeInvalid(w)
-		return
+		return errInvalid(errors.New("token id unknown or already redeemed"))
 	}
 	h.o.Log.InfoContext(ctx, "impersonation redeemed", "request_id", ev.RequestID, "jti", c.ID, "sid", sid,
 		"actor", ev.Actor.ID, "subject", ev.Subject.ID)
-	http.SetCookie(w, h.cookie.set(cookieJWT, sess.ExpiresAt))
+	http.SetCookie(w, h.o.Cookie.Set(cookieJWT, sess.ExpiresAt))
 	if form {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, h.o.AppURL, http.StatusSeeOther)
-		return
+		return nil
 	}
 	httpx.WriteJSON(w, http.StatusOK, loginAnswer{
 		Subject:    sess.Subject.ID,
@@ -173,6 +168,7 @@ func (h *Handlers) Login(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:  sess.ExpiresAt,
 		RedirectTo: h.o.AppURL,
 	})
+	return nil
 }
 
 type actorJSON struct {
@@ -185,6 +181,16 @@ type loginAnswer struct {
 	Actor      actorJSON `json:"actor"`
 	ExpiresAt  time.Time `json:"expires_at"`
 	RedirectTo string    `json:"redirect_to"`
+}
+
+// sameOrigin reports whether a form login comes from this service's own
+// start page: its Origin is the public URL's, or the browser says
+// Sec-Fetch-Site: same-origin.
+func (h *Handler) sameOrigin(r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		return strings.EqualFold(o, session.Origin(h.o.PublicURL))
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }
 
 // readToken reads the token of a JSON or form login request.
@@ -202,47 +208,72 @@ func readToken(w http.ResponseWriter, r *http.Request) (raw string, form bool, e
 	case "application/x-www-form-urlencoded":
 		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 		if err := r.ParseForm(); err != nil {
-			return "", true, errors.New("unreadable form")
+			if e := httpx.BodyError(r, err); e != nil {
+				return "", true, e
+			}
+			return "", true, httpx.Errorf(http.StatusBadRequest, "unreadable form", err)
 		}
 		raw, form = r.PostForm.Get("token"), true
 	default:
-		return "", false, fmt.Errorf("content type %q is neither JSON nor a form", mt)
+		return "", false, httpx.Errorf(http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q is neither JSON nor a form", mt), nil)
 	}
 	if raw == "" {
-		return "", form, errors.New("no token")
+		return "", form, httpx.Errorf(http.StatusBadRequest, "no token", nil)
 	}
 	return raw, form, nil
 }
 
-// reject audits a failed redemption with its precise cause and answers the
-// client the one generic 401. If the refusal cannot be audited, 503.
-func (h *Handlers) reject(w http.ResponseWriter, r *http.Request, ev audit.Event, detail string) {
+// reject audits a failed redemption of a token that does not verify, with
+// its precise cause, counts it against the client's failure limit in the
+// same step, and answers the one generic 401 (429 past the limit: then the
+// failure is logged, not audited, so a flood cannot flood the audit log).
+// If the refusal cannot be audited, 503.
+func (h *Handler) reject(r *http.Request, ev audit.Event, detail string) error {
 	ev.Type, ev.Detail = audit.Rejected, detail
-	if _, err := h.o.Store.Append(r.Context(), ev); err != nil {
-		h.fail(w, r, err)
-		return
+	enc, err := h.o.Events.Encode(ev)
+	if err != nil {
+		return err
 	}
-	h.countFailure(r.Context(), ev.IP)
-	writeInvalid(w)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	l := store.Limit{N: h.o.LoginRate.N, Window: h.o.LoginRate.Per, Who: []string{"login", Bucket(ev.IP)}}
+	err = h.o.Store.AppendCounted(ctx, enc, l)
+	var rate *store.RateError
+	if errors.As(err, &rate) {
+		secs := max(int((rate.RetryAfter+time.Second-1)/time.Second), 1)
+		return &httpx.Error{Status: http.StatusTooManyRequests, Message: "too_many_requests",
+			Cause:  fmt.Errorf("login failure limit %s reached for %s: %s", h.o.LoginRate, Bucket(ev.IP), detail),
+			Header: http.Header{"Retry-After": []string{strconv.Itoa(secs)}}}
+	}
+	if err != nil {
+		return httpx.Unavailable(err)
+	}
+	return errInvalid(errors.New(detail))
 }
 
-// countFailure counts a failed redemption against the client IP's limit.
-func (h *Handlers) countFailure(ctx context.Context, ip string) {
-	if h.o.LoginRate.N == 0 {
-		return
+// rejectSigned audits the refusal of a validly signed token: never counted
+// by the failure limiter.
+func (h *Handler) rejectSigned(r *http.Request, ev audit.Event, detail string) error {
+	ev.Type, ev.Detail = audit.Rejected, detail
+	enc, err := h.o.Events.Encode(ev)
+	if err != nil {
+		return err
 	}
-	if _, _, err := h.o.Store.Allow(ctx, h.o.LoginRate.N, h.o.LoginRate.Per, "rate", "login", ip); err != nil {
-		h.o.Log.ErrorContext(ctx, "count failed login", "error", err, "ip", ip)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	if err := h.o.Store.AppendCounted(ctx, enc, store.Limit{}); err != nil {
+		return httpx.Unavailable(err)
 	}
+	return errInvalid(errors.New(detail))
 }
 
-// fail answers 503 for a Redis failure (fail closed) and logs the cause
-// once; other failures are 500.
-func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusServiceUnavailable
-	if errors.Is(err, context.Canceled) {
-		status = 499
+// Bucket is the failure limiter's bucket of a client address: the address
+// itself for IPv4, its /64 for IPv6 (one client holds a whole /64).
+func Bucket(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
 	}
-	httpx.LogError(h.o.Log, r, httpx.Errorf(status, "login unavailable", err))
-	writeUnavailable(w)
+	p, _ := a.Prefix(64)
+	return p.String()
 }

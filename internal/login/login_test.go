@@ -3,6 +3,7 @@ package login_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
@@ -35,15 +35,16 @@ const adminToken = "admin-token-0123456789abcdef0123456789"
 // clock the test moves.
 type world struct {
 	t      testing.TB
-	rdb    redis.UniversalClient
+	url    string
 	prefix string
+	st     *store.Store
 	keys   *token.Keyset
 	now    time.Time
 	mu     sync.Mutex
 	env    map[string]string
 }
 
-func newWorld(t testing.TB, rdb redis.UniversalClient, env map[string]string) *world {
+func newWorld(t testing.TB, url string, env map[string]string) *world {
 	t.Helper()
 	keys := tokentest.Keyset(t, "")
 	vars := map[string]string{
@@ -54,7 +55,9 @@ func newWorld(t testing.TB, rdb redis.UniversalClient, env map[string]string) *w
 	for k, v := range env {
 		vars[k] = v
 	}
-	return &world{t: t, rdb: rdb, prefix: redistest.Prefix(), keys: keys, now: t0, env: vars}
+	w := &world{t: t, url: url, prefix: redistest.Prefix(), keys: keys, now: t0, env: vars}
+	w.st = w.open()
+	return w
 }
 
 func (w *world) clock() time.Time {
@@ -77,17 +80,26 @@ func (w *world) config() *config.Config {
 	return cfg
 }
 
-func (w *world) store() *store.Store {
-	return store.New(w.rdb, store.Options{Prefix: w.prefix, Now: w.clock})
+// open opens a store of this world: each instance has its own client.
+func (w *world) open() *store.Store {
+	w.t.Helper()
+	st, err := store.Open(w.url, store.Options{Prefix: w.prefix, Now: w.clock})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { st.Close() })
+	return st
 }
+
+func (w *world) store() *store.Store { return w.st }
 
 // instance is one running instance of the service in this world.
 func (w *world) instance() http.Handler {
 	cfg := w.config()
 	return server.New(server.Deps{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Config:   cfg,
-		Store:    w.store(),
+		Settings: server.SettingsFrom(cfg),
+		Store:    w.open(),
 		Keys:     w.keys,
 		Issuer:   token.NewIssuer(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
 		Verifier: token.NewVerifier(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
@@ -112,7 +124,11 @@ func (w *world) mint() (raw, jti string) {
 		w.t.Fatal(err)
 	}
 	g := store.Grant{Actor: ada, Subject: u42, Reason: "ticket 1234", ExpiresAt: issued.ExpiresAt.Time}
-	if _, err := w.store().Reserve(context.Background(), issued.ID, g, time.Minute, audit.Event{Type: audit.Minted, Actor: ada, Subject: u42, TokenID: issued.ID}); err != nil {
+	minted, err := audit.Encoder{Now: w.clock}.Encode(audit.Event{Type: audit.Minted, Actor: ada, Subject: u42, TokenID: issued.ID})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.store().Reserve(context.Background(), store.Reservation{JTI: issued.ID, Grant: g, TTL: time.Minute, Minted: minted}); err != nil {
 		w.t.Fatal(err)
 	}
 	return raw, issued.ID
@@ -120,15 +136,15 @@ func (w *world) mint() (raw, jti string) {
 
 func (w *world) events() []audit.Event {
 	w.t.Helper()
-	entries, err := w.store().Range(context.Background(), "-", "+", 0)
-	if err != nil {
-		w.t.Fatal(err)
-	}
 	var out []audit.Event
-	for _, e := range entries {
+	err := audit.NewLog(w.store(), w.clock).Range(context.Background(), "-", func(e audit.Entry) bool {
 		if e.Event.Type != audit.Minted {
 			out = append(out, e.Event)
 		}
+		return true
+	})
+	if err != nil {
+		w.t.Fatal(err)
 	}
 	return out
 }
@@ -147,6 +163,7 @@ func loginForm(h http.Handler, tok string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(url.Values{"token": {tok}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "test-browser")
+	req.Header.Set("Sec-Fetch-Site", "same-origin") // posted by the start page
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
@@ -189,8 +206,8 @@ func do(h http.Handler, method, path string, c *http.Cookie, bearer string) *htt
 var ignoreVolatile = cmpopts.IgnoreFields(audit.Event{}, "ID", "RequestID", "SessionID", "Time")
 
 func TestLoginJSON(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, nil)
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, nil)
 	h := w.instance()
 	raw, jti := w.mint()
 	rec := loginJSON(h, raw)
@@ -232,8 +249,8 @@ func TestLoginFormRedirectDelivery(t *testing.T) {
 		{"https://imp.test", "__Host-impersonation_session", true},
 	} {
 		t.Run(tc.publicURL, func(t *testing.T) {
-			_, rdb := redistest.Embedded(t)
-			w := newWorld(t, rdb, map[string]string{"IMPERSONATOR_DELIVERY": "redirect", "IMPERSONATOR_PUBLIC_URL": tc.publicURL})
+			_, url := redistest.EmbeddedURL(t)
+			w := newWorld(t, url, map[string]string{"IMPERSONATOR_DELIVERY": "redirect", "IMPERSONATOR_PUBLIC_URL": tc.publicURL})
 			raw, _ := w.mint()
 			rec := loginForm(w.instance(), raw)
 			if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "http://app.test" {
@@ -250,11 +267,11 @@ func TestLoginFormRedirectDelivery(t *testing.T) {
 // TestLoginRejections: each cause is audited precisely; the client always
 // gets the same 401.
 func TestLoginRejections(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, map[string]string{"IMPERSONATOR_LOGIN_RATE": "0"})
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, map[string]string{"IMPERSONATOR_LOGIN_RATE": "0"})
 	h := w.instance()
 	cfg := w.config()
-	other := newWorld(t, rdb, nil) // another deployment's keys
+	other := newWorld(t, url, nil) // another deployment's keys
 	replayed, replayedJTI := w.mint()
 	if rec := loginJSON(h, replayed); rec.Code != 200 {
 		t.Fatal(rec.Code)
@@ -330,36 +347,146 @@ func TestLoginRejections(t *testing.T) {
 	}
 }
 
-// TestLoginRateLimit: after N failed redemptions from one IP, even a valid
-// token gets 429 until the window ends; other IPs are not affected.
+// TestLoginRateLimit: failed redemptions from one client are counted and
+// checked in one step (exactly the limit gets through, however concurrent),
+// IPv6 clients by /64, Retry-After is the time left; and a validly signed
+// token is never refused by the limiter, so junk cannot lock anyone out.
 func TestLoginRateLimit(t *testing.T) {
-	m, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, map[string]string{"IMPERSONATOR_LOGIN_RATE": "2/m"})
+	m, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, map[string]string{"IMPERSONATOR_LOGIN_RATE": "5/m"})
 	h := w.instance()
-	for range 2 {
-		if rec := loginJSON(h, "garbage.token.here"); rec.Code != 401 {
-			t.Fatalf("failure: status %d, want 401", rec.Code)
-		}
+	from := func(ip, tok string) *httptest.ResponseRecorder {
+		body, _ := json.Marshal(map[string]string{"token": tok})
+		req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		req.RemoteAddr = ip
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	var wg sync.WaitGroup
+	var refused, failed atomic.Int32
+	for range 20 {
+		wg.Go(func() {
+			switch from("192.0.2.1:1", "garbage.token.here").Code {
+			case 401:
+				failed.Add(1)
+			case 429:
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 5 || refused.Load() != 15 {
+		t.Fatalf("20 concurrent failures, limit 5/m: %d got 401, %d got 429; want exactly 5 and 15", failed.Load(), refused.Load())
+	}
+	if n := len(w.events()); n != 5 {
+		t.Errorf("%d rejected events, want 5: past the limit failures are logged, not audited", n)
 	}
 	raw, _ := w.mint()
-	rec := loginJSON(h, raw)
-	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "60" {
-		t.Fatalf("after 2 failures: %d (Retry-After %q), want 429 with Retry-After 60", rec.Code, rec.Header().Get("Retry-After"))
+	if rec := from("192.0.2.1:1", raw); rec.Code != 200 {
+		t.Fatalf("a valid token from the locked-out IP: %d, want 200 (never refused by the limiter)", rec.Code)
 	}
-	req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(`{"token":"`+raw+`"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.RemoteAddr = "198.51.100.9:4444"
-	other := httptest.NewRecorder()
-	h.ServeHTTP(other, req)
-	if other.Code != 200 {
-		t.Errorf("another IP: status %d, want 200", other.Code)
+	m.FastForward(20 * time.Second)
+	rec := from("192.0.2.1:1", "garbage.token.here")
+	if ra := rec.Header().Get("Retry-After"); rec.Code != 429 || ra != "40" {
+		t.Errorf("20 s into the window: %d, Retry-After %q; want 429 with 40 (the time left)", rec.Code, ra)
+	}
+	// IPv6: one client holds a /64.
+	for i := range 5 {
+		from(fmt.Sprintf("[2001:db8::%x]:1", i+1), "garbage.token.here")
+	}
+	if rec := from("[2001:db8::ffff]:1", "garbage.token.here"); rec.Code != 429 {
+		t.Errorf("another address in the same /64: %d, want 429", rec.Code)
+	}
+	if rec := from("[2001:db8:0:1::1]:1", "garbage.token.here"); rec.Code != 401 {
+		t.Errorf("another /64: %d, want 401", rec.Code)
 	}
 	m.FastForward(61 * time.Second)
-	raw2, _ := w.mint()
-	if rec := loginJSON(h, raw2); rec.Code != 200 {
-		t.Errorf("after the window: status %d, want 200", rec.Code)
+	if rec := from("192.0.2.1:1", "garbage.token.here"); rec.Code != 401 {
+		t.Errorf("after the window: %d, want 401", rec.Code)
 	}
 }
+
+// TestRefusalsRecordedWhenTheClientLeaves: a client that disconnects after
+// sending still leaves its rejected event and its failure count.
+func TestRefusalsRecordedWhenTheClientLeaves(t *testing.T) {
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, map[string]string{"IMPERSONATOR_LOGIN_RATE": "1/m"})
+	h := w.instance()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(`{"token":"garbage.token.here"}`)).WithContext(ctx)
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	evs := w.events()
+	if len(evs) != 1 || evs[0].Type != audit.Rejected {
+		t.Fatalf("events after a refusal whose client left = %+v, want one impersonation.rejected", evs)
+	}
+	if rec := loginJSON(h, "garbage.token.here"); rec.Code != 429 {
+		t.Errorf("next failure: %d, want 429: the departed client's failure was counted", rec.Code)
+	}
+}
+
+// TestLoginCSRF: a form login from another site is refused before the
+// token is read (it stays redeemable); a logout from another site leaves
+// the session alive.
+func TestLoginCSRF(t *testing.T) {
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, map[string]string{"IMPERSONATOR_DELIVERY": "redirect"})
+	h := w.instance()
+	raw, _ := w.mint()
+	for name, hdr := range map[string]map[string]string{
+		"foreign Origin":           {"Origin": "https://attacker.example"},
+		"cross-site, no Origin":    {"Sec-Fetch-Site": "cross-site"},
+		"no Origin, no fetch site": {},
+		"null Origin":              {"Origin": "null"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(url2form(raw)))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 403 || len(rec.Result().Cookies()) != 0 {
+			t.Errorf("%s: %d with %d cookies, want 403 and none", name, rec.Code, len(rec.Result().Cookies()))
+		}
+	}
+	same := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(url2form(raw)))
+	same.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	same.Header.Set("Sec-Fetch-Site", "same-origin")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, same)
+	if rec.Code != 303 {
+		t.Fatalf("same-origin form login after the refusals: %d, want 303 (the token was left unredeemed)", rec.Code)
+	}
+	c := sessionCookie(t, rec)
+	logout := func(origin string) int {
+		req := httptest.NewRequest(http.MethodPost, "/impersonation/logout", nil)
+		req.AddCookie(c)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := logout("https://attacker.example"); code != 403 {
+		t.Errorf("logout from a foreign origin: %d, want 403", code)
+	}
+	if rec := get(h, "/impersonation/session", c); rec.Code != 200 {
+		t.Fatalf("the session died from a foreign logout: %d", rec.Code)
+	}
+	if code := logout("http://app.test"); code != 204 {
+		t.Errorf("logout from the app: %d, want 204", code)
+	}
+	if rec := get(h, "/impersonation/session", c); rec.Code != 401 {
+		t.Errorf("after the app's logout: %d, want 401", rec.Code)
+	}
+}
+
+func url2form(tok string) string { return "token=" + tok }
 
 func login(t *testing.T, w *world, h http.Handler) *http.Cookie {
 	t.Helper()
@@ -372,8 +499,8 @@ func login(t *testing.T, w *world, h http.Handler) *http.Cookie {
 }
 
 func TestSessionEndpoint(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, nil)
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, nil)
 	h := w.instance()
 	c := login(t, w, h)
 	rec := get(h, "/impersonation/session", c)
@@ -411,10 +538,13 @@ func TestSessionEndpoint(t *testing.T) {
 // idle timeout, ends after it, and ends at its cap however busy it is; each
 // end is audited once.
 func TestIdleAndCap(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	w := newWorld(t, rdb, nil) // idle 10m, cap 30m
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, nil) // idle 10m, cap 30m
 	h := w.instance()
 	c := login(t, w, h)
+	if rec := get(h, "/impersonation/session", c); rec.Code != 200 { // the app's first request
+		t.Fatalf("at once: %d, want 200", rec.Code)
+	}
 	w.advance(9 * time.Minute)
 	if rec := get(h, "/impersonation/session", c); rec.Code != 200 {
 		t.Fatalf("9m idle: %d, want 200", rec.Code)
@@ -424,6 +554,7 @@ func TestIdleAndCap(t *testing.T) {
 		t.Fatalf("10m01s idle: %d, want 401", rec.Code)
 	}
 	busy := login(t, w, h)
+	get(h, "/impersonation/session", busy)
 	for range 3 {
 		w.advance(9*time.Minute + 50*time.Second)
 		if rec := get(h, "/impersonation/session", busy); rec.Code != 200 {
@@ -450,7 +581,7 @@ func TestIdleAndCap(t *testing.T) {
 // cached) the same cookie.
 func TestLogoutAndRevocationAcrossInstances(t *testing.T) {
 	srv := redistest.StartServer(t)
-	w := newWorld(t, srv.Client(t), nil)
+	w := newWorld(t, srv.URL(), nil)
 	a, b := w.instance(), w.instance()
 
 	c := login(t, w, a)
@@ -527,7 +658,7 @@ func TestLogoutAndRevocationAcrossInstances(t *testing.T) {
 // across two instances on one real redis-server, give exactly one session.
 func TestConcurrentRedemptions(t *testing.T) {
 	srv := redistest.StartServer(t)
-	w := newWorld(t, srv.Client(t), map[string]string{"IMPERSONATOR_LOGIN_RATE": "0"})
+	w := newWorld(t, srv.URL(), map[string]string{"IMPERSONATOR_LOGIN_RATE": "0"})
 	instances := []http.Handler{w.instance(), w.instance()}
 	raw, _ := w.mint()
 	var ok, refused atomic.Int64
@@ -567,9 +698,7 @@ func TestConcurrentRedemptions(t *testing.T) {
 // TestRedisDown: login and session fail closed (503) while Redis is down.
 func TestRedisDown(t *testing.T) {
 	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { rdb.Close() })
-	w := newWorld(t, rdb, nil)
+	w := newWorld(t, srv.URL()+"?max_retries=-1&dial_timeout=200ms", nil)
 	h := w.instance()
 	c := login(t, w, h)
 	raw, _ := w.mint()
@@ -583,8 +712,8 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestStartPageHeaders(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	h := newWorld(t, rdb, nil).instance()
+	_, url := redistest.EmbeddedURL(t)
+	h := newWorld(t, url, nil).instance()
 	rec := get(h, "/impersonation/start", nil)
 	for k, want := range map[string]string{
 		"Referrer-Policy":         "no-referrer",

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 
 	"github.com/impersonator/impersonator/internal/httpx"
@@ -21,23 +20,21 @@ type pinger interface {
 
 // handleReadyz answers 200 only while Redis answers: without it the service
 // refuses every mint and login.
-func handleReadyz(log *slog.Logger, p pinger) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func handleReadyz(p pinger) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := p.Ping(r.Context()); err != nil {
-			httpx.LogError(log, r, httpx.Errorf(http.StatusServiceUnavailable, "redis unavailable", err))
-			httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "redis unavailable"})
-			return
+			return &httpx.Error{Status: http.StatusServiceUnavailable, Message: "redis unavailable", Cause: err}
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
 	}
 }
 
 func handleJWKS(keys *token.Keyset) http.HandlerFunc {
-	body := keys.JWKS()
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
-		_, _ = w.Write(body)
+		_, _ = w.Write(keys.JWKS())
 	}
 }

@@ -5,13 +5,14 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/ident"
 	"github.com/impersonator/impersonator/internal/login"
+	"github.com/impersonator/impersonator/internal/session"
 )
 
 // adminName names the admin API caller in audit details.
@@ -21,7 +22,8 @@ func adminName(r *http.Request) string { return "admin API " + AdminFrom(r.Conte
 // (a preflight from a foreign origin): nothing to say.
 func preflightDone(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
 
-// Body caps. No route of this service takes more than a few kilobytes.
+// Body cap and timeouts. No route of this service takes more than a few
+// kilobytes; routes that touch Redis are bounded in time.
 const (
 	maxBody       = 64 << 10
 	redisTimeout  = 3 * time.Second
@@ -31,42 +33,52 @@ const (
 // addRoutes lists every route of the service. The route table is pinned by
 // TestRoutes.
 func addRoutes(r chi.Router, d Deps) {
-	m := newMetrics(d.Registry)
-	r.Use(httpx.RequestContext(d.Config.TrustedProxies))
-	r.Use(middleware.Recoverer)
+	s := d.Settings
+	m := d.Metrics
+	r.Use(httpx.RequestContext(s.TrustedProxies))
 	r.Use(observe(d.Log, m, d.Now))
+	r.Use(recoverer(d.Log, m))
 	r.Use(securityHeaders)
 	r.Use(httpx.LimitBody(maxBody))
+
+	events := audit.Encoder{Now: d.Now}
+	panics := func() { m.panics.Inc() }
+	forest := httpx.Adapter{Log: d.Log, Shape: action.ForestShape, OnPanic: panics}
+	plain := httpx.Adapter{Log: d.Log, Shape: httpx.JSONShape, OnPanic: panics}
 
 	// Public: liveness, readiness, keys, metrics.
 	r.Group(func(r chi.Router) {
 		r.Get("/healthz", handleHealthz())
-		r.With(withTimeout(redisTimeout)).Get("/readyz", handleReadyz(d.Log, d.Store))
+		r.With(withTimeout(redisTimeout)).Method(http.MethodGet, "/readyz", plain.Handle(handleReadyz(d.Store)))
 		r.Get("/.well-known/jwks.json", handleJWKS(d.Keys))
-		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+		if !s.MetricsElsewhere {
+			r.Method(http.MethodGet, "/metrics", MetricsHandler(m))
+		}
 	})
 
 	// Forest action: the legacy and the new agents' paths, each with its form
 	// hooks; CORS for the admin panel's origins.
 	r.Group(func(r chi.Router) {
-		r.Use(httpx.CORS(d.Config.AllowedOrigins, http.MethodPost))
+		r.Use(httpx.CORS(s.AllowedOrigins, http.MethodPost))
 		r.Use(withTimeout(redisTimeout))
-		mint := action.Handler(action.Options{
+		mint := forest.Handle(action.Handler(action.Options{
 			Log:       d.Log,
-			Auth:      action.NewAuthenticator(d.Config.ForestAuthSecret.Reveal(), d.Now),
-			EnvSecret: d.Config.ForestEnvSecret.Reveal(),
+			Auth:      action.NewAuthenticator(s.ForestAuthSecret.Reveal(), d.Now),
+			EnvSecret: s.ForestEnvSecret.Reveal(),
 			Policy:    d.Policy,
 			Store:     d.Store,
 			Issuer:    d.Issuer,
-			TokenTTL:  d.Config.TokenTTL,
-			Delivery:  d.Config.Delivery,
-			PublicURL: d.Config.PublicURL,
-			AppURL:    d.Config.AppURL,
+			Events:    events,
+			TokenTTL:  s.TokenTTL,
+			Delivery:  s.Delivery,
+			PublicURL: s.PublicURL,
+			AppURL:    s.AppURL,
 			Now:       d.Now,
-		})
+			Folded:    func() { m.foldedDenials.Inc() },
+		}))
 		hooks := action.HooksHandler()
 		for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
-			r.Post(p, mint.ServeHTTP)
+			r.Method(http.MethodPost, p, mint)
 			r.Options(p, preflightDone)
 			for _, hook := range []string{"/hooks/load", "/hooks/change"} {
 				r.Post(p+hook, hooks.ServeHTTP)
@@ -78,48 +90,48 @@ func addRoutes(r chi.Router, d Deps) {
 	// Login: redeem (from the admin panel's origins), the session for the
 	// customer app (from its origin, and forward-auth), the start page and
 	// the banner.
+	cookie := session.NewCookie(s.PublicURL, s.Delivery)
+	sessions := session.New(session.Options{
+		Log: d.Log, Store: d.Store, Verifier: d.Verifier, Cookie: cookie, Events: events, Now: d.Now,
+		Origins: []string{session.Origin(s.AppURL), session.Origin(s.PublicURL)},
+		Unused:  func() { m.unused.Inc() },
+	})
 	lh := login.New(login.Options{
-		Log:         d.Log,
-		Store:       d.Store,
-		Issuer:      d.Issuer,
-		Verifier:    d.Verifier,
-		Now:         d.Now,
-		PublicURL:   d.Config.PublicURL,
-		AppURL:      d.Config.AppURL,
-		Delivery:    d.Config.Delivery,
-		SessionTTL:  d.Config.SessionTTL,
-		SessionIdle: d.Config.SessionIdle,
-		LoginRate:   d.Config.LoginRate,
+		Log: d.Log, Store: d.Store, Issuer: d.Issuer, Verifier: d.Verifier, Cookie: cookie, Events: events,
+		PublicURL: s.PublicURL, AppURL: s.AppURL, SessionTTL: s.SessionTTL, SessionIdle: s.SessionIdle,
+		Unused: s.SessionUnused, LoginRate: s.LoginRate,
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(httpx.CORS(d.Config.AllowedOrigins, http.MethodPost))
+		r.Use(httpx.CORS(s.AllowedOrigins, http.MethodPost))
 		r.Use(withTimeout(redisTimeout))
-		r.Post("/impersonation/login", lh.Login)
+		r.Method(http.MethodPost, "/impersonation/login", plain.Handle(lh.Login))
 		r.Options("/impersonation/login", preflightDone)
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(httpx.CORS([]string{lh.AppOrigin()}, http.MethodGet, http.MethodPost))
+		r.Use(httpx.CORS([]string{session.Origin(s.AppURL)}, http.MethodGet, http.MethodPost))
 		r.Use(withTimeout(redisTimeout))
-		r.Get("/impersonation/session", lh.Session)
+		r.Method(http.MethodGet, "/impersonation/session", plain.Handle(sessions.Session))
 		r.Options("/impersonation/session", preflightDone)
-		r.Post("/impersonation/logout", lh.Logout)
+		r.Method(http.MethodPost, "/impersonation/logout", plain.Handle(sessions.Logout))
 		r.Options("/impersonation/logout", preflightDone)
 	})
 	r.Get("/impersonation/start", lh.Start)
-	r.Get("/impersonation/start.js", lh.StartJS)
-	r.Get("/impersonation/banner.js", lh.Banner)
+	r.Get("/impersonation/start.js", login.StartJS)
+	r.Get("/impersonation/banner.js", session.Banner)
 
 	// Admin API: bearer tokens from IMPERSONATOR_ADMIN_TOKENS.
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(requireAdmin(d.Config.AdminTokens))
+		r.Use(requireAdmin(s.AdminTokens))
 		short := r.With(withTimeout(redisTimeout))
-		short.Get("/sessions", lh.ListSessions)
-		short.Delete("/sessions", lh.RevokeSessions(adminName))
-		short.Delete("/sessions/{id}", lh.RevokeSession(adminName))
-		auditLog := d.AuditLog()
-		short.Get("/audit/events", audit.EventsHandler(auditLog))
+		revoker := session.Revoker{Store: d.Store, Events: events}
+		short.Method(http.MethodGet, "/sessions", plain.Handle(session.ListHandler(d.Store)))
+		short.Method(http.MethodDelete, "/sessions", plain.Handle(revoker.RevokeAllHandler(adminName)))
+		short.Method(http.MethodDelete, "/sessions/{id}", plain.Handle(revoker.RevokeHandler(adminName)))
+		auditLog := audit.NewLog(d.Store, d.Now)
+		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, ident.Parse)))
 		// Verification reads the whole log: a longer bound (the CLI has none).
-		r.With(withTimeout(verifyTimeout)).Get("/audit/verify", audit.VerifyHandler(auditLog, d.Keys))
+		r.With(withTimeout(verifyTimeout)).Method(http.MethodGet, "/audit/verify",
+			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval})))
 	})
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -128,4 +140,10 @@ func addRoutes(r chi.Router, d Deps) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 	})
+}
+
+// MetricsHandler serves m's registry (on the public listener, or on
+// IMPERSONATOR_METRICS_LISTEN's own).
+func MetricsHandler(m *Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }

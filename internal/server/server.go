@@ -1,11 +1,14 @@
 // Package server assembles impersonator's HTTP handler: every route, in
-// routes.go, with its middleware.
+// routes.go, with its middleware and its error boundary.
 package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -14,17 +17,54 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/impersonator/impersonator/internal/action"
-	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
 
+// Settings are the configuration values the routes use.
+type Settings struct {
+	PublicURL        string
+	AppURL           string
+	AllowedOrigins   []string
+	TrustedProxies   []netip.Prefix
+	AdminTokens      []config.Secret
+	ForestAuthSecret config.Secret
+	ForestEnvSecret  config.Secret
+	Delivery         config.Delivery
+	TokenTTL         time.Duration
+	SessionTTL       time.Duration
+	SessionIdle      time.Duration
+	// SessionUnused ends a session never presented within it (webhook
+	// delivery); 0 off.
+	SessionUnused time.Duration
+	LoginRate     config.Rate
+	// CheckpointInterval: verify flags events older than twice it that no
+	// checkpoint covers.
+	CheckpointInterval time.Duration
+	// MetricsElsewhere: /metrics is served on its own listener, not here.
+	MetricsElsewhere bool
+}
+
+// SettingsFrom picks the routes' settings out of the configuration.
+func SettingsFrom(c *config.Config) Settings {
+	s := Settings{
+		PublicURL: c.PublicURL, AppURL: c.AppURL, AllowedOrigins: c.AllowedOrigins, TrustedProxies: c.TrustedProxies,
+		AdminTokens: c.AdminTokens, ForestAuthSecret: c.ForestAuthSecret, ForestEnvSecret: c.ForestEnvSecret,
+		Delivery: c.Delivery, TokenTTL: c.TokenTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
+		LoginRate: c.LoginRate, CheckpointInterval: c.CheckpointInterval, MetricsElsewhere: c.MetricsListen != "",
+	}
+	if c.Delivery == config.Webhook {
+		s.SessionUnused = c.SessionUnused
+	}
+	return s
+}
+
 // Deps is everything the handlers need. The caller (run) builds it.
 type Deps struct {
 	Log      *slog.Logger
-	Config   *config.Config
+	Settings Settings
 	Store    *store.Store
 	Keys     *token.Keyset
 	Issuer   *token.Issuer
@@ -32,16 +72,8 @@ type Deps struct {
 	Now      func() time.Time
 	// Policy says who may impersonate whom; the default policy when nil.
 	Policy *action.Policy
-	// Registry receives the service's metrics; a fresh one when nil.
-	Registry *prometheus.Registry
-}
-
-// AuditLog returns the reader of the store's audit stream and checkpoints.
-func (d Deps) AuditLog() *audit.Log { return AuditLog(d.Store, d.Now) }
-
-// AuditLog returns the audit log reader of st.
-func AuditLog(st *store.Store, now func() time.Time) *audit.Log {
-	return audit.NewLog(st.Client(), st.AuditStream(), st.Key("audit", "checkpoints"), now)
+	// Metrics receives the service's metrics; NewMetrics(nil) when nil.
+	Metrics *Metrics
 }
 
 // New returns the service's handler.
@@ -52,36 +84,72 @@ func New(d Deps) http.Handler {
 	if d.Policy == nil {
 		d.Policy = action.DefaultPolicy()
 	}
-	if d.Registry == nil {
-		d.Registry = prometheus.NewRegistry()
-		d.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
 	}
 	r := chi.NewRouter()
 	addRoutes(r, d)
 	return r
 }
 
-// metrics counts requests per route pattern (never per raw path, which a
-// client controls) and times them.
-type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+// Metrics are the service's Prometheus metrics.
+type Metrics struct {
+	Registry      *prometheus.Registry
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	panics        prometheus.Counter
+	foldedDenials prometheus.Counter
+	unused        prometheus.Counter
+	// Alarm is 1 while the audit checkpointer refuses to sign.
+	Alarm prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
+// NewMetrics registers the service's metrics (and the Go runtime's) in reg,
+// a fresh registry when nil.
+func NewMetrics(reg *prometheus.Registry) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m := &Metrics{
+		Registry: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "impersonator_http_requests_total",
-			Help: "HTTP requests by route pattern, method and status code.",
+			Help: "HTTP requests by route pattern, method (a fixed set) and status code.",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "impersonator_http_request_duration_seconds",
 			Help:    "HTTP request latency by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "impersonator_http_panics_total", Help: "Handler panics, each answered with a JSON 500.",
+		}),
+		foldedDenials: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "impersonator_denials_folded_total", Help: "Denials past an admin's per-minute allowance, counted instead of recorded one by one.",
+		}),
+		unused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "impersonator_sessions_unused_total", Help: "Sessions ended because no request ever presented them (a blocked third-party cookie, usually).",
+		}),
+		Alarm: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "impersonator_audit_integrity_alarm", Help: "1 while the audit checkpointer refuses to sign what it sees (see the log), else 0.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.Alarm)
 	return m
+}
+
+// CountUnused counts a session ended as never used.
+func (m *Metrics) CountUnused() { m.unused.Inc() }
+
+// methodLabel bounds the method label: a client chooses the method, and an
+// invented one must not make a new series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodPatch:
+		return m
+	}
+	return "other"
 }
 
 // statusRecorder remembers the status written.
@@ -104,34 +172,66 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
+// SetStatus records a status that was not written (499: the client left).
+func (s *statusRecorder) SetStatus(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // observe logs one record per request (with request id and client IP) and
-// feeds the metrics.
-func observe(log *slog.Logger, m *metrics, now func() time.Time) func(http.Handler) http.Handler {
+// feeds the metrics. Labels are bounded: the route is chi's pattern or
+// "unmatched", the method one of a fixed set.
+func observe(log *slog.Logger, m *Metrics, now func() time.Time) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := now()
 			rec := &statusRecorder{ResponseWriter: w}
+			defer func() {
+				if rec.status == 0 {
+					rec.status = http.StatusOK
+				}
+				elapsed := now().Sub(start)
+				route := "unmatched"
+				if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+					route = rc.RoutePattern()
+				}
+				m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
+				m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+				log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+					slog.String("request_id", httpx.RequestID(r.Context())),
+					slog.String("ip", httpx.ClientIP(r.Context())),
+					slog.String("method", r.Method),
+					slog.String("route", route),
+					slog.Int("status", rec.status),
+					slog.Duration("duration", elapsed),
+				)
+			}()
 			next.ServeHTTP(rec, r)
-			if rec.status == 0 {
-				rec.status = http.StatusOK
-			}
-			elapsed := now().Sub(start)
-			route := "unmatched"
-			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-				route = rc.RoutePattern()
-			}
-			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
-			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
-			log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-				slog.String("request_id", httpx.RequestID(r.Context())),
-				slog.String("ip", httpx.ClientIP(r.Context())),
-				slog.String("method", r.Method),
-				slog.String("route", route),
-				slog.Int("status", rec.status),
-				slog.Duration("duration", elapsed),
-			)
+		})
+	}
+}
+
+// recoverer answers a panic outside the adapters (metrics, static files)
+// with a JSON 500, logs it and counts it. It sits inside observe, so the
+// request is still counted and logged.
+func recoverer(log *slog.Logger, m *Metrics) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler {
+						panic(p)
+					}
+					m.panics.Inc()
+					httpx.Log(log, r, &httpx.Error{Status: http.StatusInternalServerError, Message: "internal error",
+						Cause: fmt.Errorf("panic: %v\n%s", p, debug.Stack())})
+					httpx.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+				}
+			}()
+			next.ServeHTTP(w, r)
 		})
 	}
 }

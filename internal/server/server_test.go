@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/go-cmp/cmp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/redistest"
@@ -23,8 +23,9 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-// testDeps returns dependencies on rdb with a fresh key and the defaults.
-func testDeps(t *testing.T, rdb redis.UniversalClient) Deps {
+// testDeps returns dependencies on the Redis of url with a fresh key and
+// the defaults.
+func testDeps(t *testing.T, url string) Deps {
 	t.Helper()
 	cfg, err := config.Load(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
@@ -32,10 +33,15 @@ func testDeps(t *testing.T, rdb redis.UniversalClient) Deps {
 	}
 	keys := tokentest.Keyset(t, "")
 	now := func() time.Time { return t0 }
+	st, err := store.Open(url, store.Options{Prefix: redistest.Prefix(), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
 	return Deps{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Config:   cfg,
-		Store:    store.New(rdb, store.Options{Prefix: redistest.Prefix(), Now: now}),
+		Settings: SettingsFrom(cfg),
+		Store:    st,
 		Keys:     keys,
 		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
 		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
@@ -45,8 +51,8 @@ func testDeps(t *testing.T, rdb redis.UniversalClient) Deps {
 
 // TestRoutes pins the route table: a route added or removed must show here.
 func TestRoutes(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	h := New(testDeps(t, rdb))
+	_, url := redistest.EmbeddedURL(t)
+	h := New(testDeps(t, url))
 	var got []string
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		got = append(got, method+" "+route)
@@ -88,8 +94,8 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestPublicRoutes(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	d := testDeps(t, rdb)
+	_, url := redistest.EmbeddedURL(t)
+	d := testDeps(t, url)
 	h := New(d)
 	for _, tc := range []struct {
 		method, path string
@@ -126,8 +132,8 @@ func TestPublicRoutes(t *testing.T) {
 
 // TestJWKSPublishesPublicKeysOnly: no private member leaves the service.
 func TestJWKSPublishesPublicKeysOnly(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	h := New(testDeps(t, rdb))
+	_, url := redistest.EmbeddedURL(t)
+	h := New(testDeps(t, url))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/.well-known/jwks.json", nil))
 	if strings.Contains(rec.Body.String(), `"d"`) {
@@ -139,9 +145,7 @@ func TestJWKSPublishesPublicKeysOnly(t *testing.T) {
 // 200 again when it is back, without restarting the service.
 func TestReadyzFollowsRedis(t *testing.T) {
 	srv := redistest.StartServer(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { rdb.Close() })
-	h := New(testDeps(t, rdb))
+	h := New(testDeps(t, srv.URL()+"?max_retries=-1&dial_timeout=200ms"))
 	get := func() int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
@@ -161,12 +165,54 @@ func TestReadyzFollowsRedis(t *testing.T) {
 }
 
 func TestBodyCap(t *testing.T) {
-	_, rdb := redistest.Embedded(t)
-	h := New(testDeps(t, rdb))
+	_, url := redistest.EmbeddedURL(t)
+	h := New(testDeps(t, url))
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("POST", "/healthz", strings.NewReader(strings.Repeat("x", maxBody+1)))
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Errorf("status for an oversized body = %d, want 413", rec.Code)
+	}
+}
+
+// TestMetricsLabelsBounded: invented methods and unrouted paths make no new
+// series: the method label is one of a fixed set, the route the pattern or
+// "unmatched".
+func TestMetricsLabelsBounded(t *testing.T) {
+	_, url := redistest.EmbeddedURL(t)
+	h := New(testDeps(t, url))
+	for i := range 50 {
+		req := httptest.NewRequest("GET", "/healthz", nil)
+		req.Method = fmt.Sprintf("INVENTED%d", i)
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", fmt.Sprintf("/random/%d", i), nil))
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	if strings.Contains(body, "INVENTED") || strings.Contains(body, "/random/") {
+		t.Fatal("a client-chosen method or path became a metric label")
+	}
+	var series int
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "impersonator_http_requests_total{") {
+			series++
+		}
+	}
+	if series > 4 || !strings.Contains(body, `method="other"`) || !strings.Contains(body, `route="unmatched"`) {
+		t.Errorf("%d request series; want a handful, with method other and route unmatched:\n%s", series, body)
+	}
+}
+
+// TestMetricsElsewhere: with IMPERSONATOR_METRICS_LISTEN set, /metrics is
+// not on the public listener.
+func TestMetricsElsewhere(t *testing.T) {
+	_, url := redistest.EmbeddedURL(t)
+	d := testDeps(t, url)
+	d.Settings.MetricsElsewhere = true
+	rec := httptest.NewRecorder()
+	New(d).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 404 {
+		t.Errorf("/metrics on the public listener = %d, want 404", rec.Code)
 	}
 }

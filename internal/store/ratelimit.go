@@ -2,46 +2,113 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/impersonator/impersonator/internal/audit"
 )
 
-// allowScript: KEYS[1] counter; ARGV[1] limit, ARGV[2] window in ms.
-// A fixed window counter: the first hit of a window starts its expiry.
-var allowScript = redisScript(`
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
-if n > tonumber(ARGV[1]) then return {0, ttl} end
-return {1, ttl}
+// appendScript: KEYS[1] audit stream; ARGV[1..2] the event.
+var appendScript = lua(luaEmit + `
+return {$CODE_OK, emit(ARGV[1], ARGV[2])}
 `)
 
-// Allow counts one hit against the limit of n hits per window for the
-// counter named by parts (for example "rate", "admin", id) and reports
-// whether the hit is within the limit; when it is not, retryAfter says when
-// the window ends. The count is kept in Redis, so the limit holds across
-// every instance.
-func (s *Store) Allow(ctx context.Context, n int, window time.Duration, parts ...string) (ok bool, retryAfter time.Duration, err error) {
-	if n <= 0 || window <= 0 {
-		return false, 0, fmt.Errorf("store: rate limit needs a positive count and window")
+// Append writes one audit event on its own (a refusal with nothing else to
+// change) and its index entries. It returns the event's stream id.
+func (s *Store) Append(ctx context.Context, ev audit.Encoded) (string, error) {
+	_, id, err := pair(s.run(ctx, appendScript, []string{s.key(keyAudit)}, eventArgs(ev)...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return "", fmt.Errorf("store: append audit event: %w", err)
 	}
-	code, ttl, err := runInts(ctx, allowScript, s.rdb, []string{s.Key(parts...)}, n, window.Milliseconds())
-	if err != nil {
-		return false, 0, fmt.Errorf("store: rate limit: %w", err)
-	}
-	return code == 1, time.Duration(ttl) * time.Millisecond, nil
+	return id, err
 }
 
-// Count returns the hits counted so far in the current window of the
-// counter named by parts, without counting one.
-func (s *Store) Count(ctx context.Context, parts ...string) (int, error) {
-	n, err := s.rdb.Get(ctx, s.Key(parts...)).Int()
-	if err != nil && !isNil(err) {
-		return 0, fmt.Errorf("store: rate count: %w", err)
+// countedScript: KEYS[1] audit stream, KEYS[2] counter; ARGV[1] limit,
+// ARGV[2] window (ms), ARGV[3..4] the event.
+// Counts one failure and checks the limit in one step, with no window
+// between them: within the limit the event is appended; over it nothing is
+// (a flood cannot flood the log) and the time left is returned.
+var countedScript = lua(luaEmit + `
+local n = redis.call('INCR', KEYS[2])
+local ttl = redis.call('PTTL', KEYS[2])
+if n == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+if n > tonumber(ARGV[1]) then return {$CODE_RATE, tostring(ttl)} end
+return {$CODE_OK, emit(ARGV[3], ARGV[4])}
+`)
+
+// AppendCounted appends a failure's event and counts it against l (l.Denied
+// is not used). Over the limit, it appends nothing and returns *RateError
+// with the time left in the window.
+func (s *Store) AppendCounted(ctx context.Context, ev audit.Encoded, l Limit) error {
+	if l.N <= 0 || l.Window <= 0 {
+		_, err := s.Append(ctx, ev)
+		return err
 	}
-	return n, nil
+	args := append([]any{l.N, l.Window.Milliseconds()}, eventArgs(ev)...)
+	code, payload, err := pair(s.run(ctx, countedScript, []string{s.key(keyAudit), s.key(append([]string{keyRate}, l.Who...)...)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return fmt.Errorf("store: counted append: %w", err)
+	}
+	if code == codeRate {
+		ms, _ := strconv.ParseInt(payload, 10, 64)
+		return &RateError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	}
+	return err
+}
+
+// FoldedMarker is replaced, in a Fold's summary event, by the number of
+// events folded into it.
+const FoldedMarker = "FOLDED_COUNT_0000"
+
+// Fold bounds how many events of one kind one actor can append: the first
+// N in a window are appended one by one; the rest are counted, and the
+// first event after the window is preceded by Summary, whose
+// FoldedMarker is replaced by how many were folded.
+type Fold struct {
+	N       int
+	Window  time.Duration
+	Who     []string
+	Summary audit.Encoded
+}
+
+// foldScript: KEYS[1] audit stream, KEYS[2] window counter, KEYS[3] folded
+// counter; ARGV[1] N, ARGV[2] window (ms), ARGV[3..4] the event,
+// ARGV[5..6] the summary, ARGV[7] the marker.
+var foldScript = lua(luaEmit + `
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  local folded = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if folded > 0 then
+    redis.call('DEL', KEYS[3])
+    local summary = string.gsub(ARGV[5], ARGV[7], tostring(folded))
+    emit(summary, ARGV[6])
+  end
+end
+if n > tonumber(ARGV[1]) then
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], 86400000)
+  return {$CODE_RATE, ''}
+end
+return {$CODE_OK, emit(ARGV[3], ARGV[4])}
+`)
+
+// AppendFolded appends ev unless its actor is past f.N events in f's
+// window; then it counts it and reports folded. The count is written as
+// one summary event when the next window begins.
+func (s *Store) AppendFolded(ctx context.Context, ev audit.Encoded, f Fold) (folded bool, err error) {
+	who := append([]string{keyRate, "fold"}, f.Who...)
+	args := append([]any{f.N, f.Window.Milliseconds()}, eventArgs(ev)...)
+	args = append(args, eventArgs(f.Summary)...)
+	args = append(args, FoldedMarker)
+	code, _, err := pair(s.run(ctx, foldScript, []string{s.key(keyAudit), s.key(who...), s.key(append(who, "folded")...)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return false, fmt.Errorf("store: folded append: %w", err)
+	}
+	return code == codeRate, err
 }

@@ -28,119 +28,257 @@ type Session struct {
 	IP        string        `json:"ip,omitempty"`
 }
 
-// ErrNoSession: the session does not exist (never did, ended, revoked,
-// idle or past its cap).
-var ErrNoSession = errors.New("store: no such session")
+// Lapse says why a session ended by itself.
+type Lapse string
 
-func (s *Store) sessionKey(sid string) string        { return s.Key("session", sid) }
-func (s *Store) sessionIndex() string                { return s.Key("sessions") }
-func (s *Store) adminSessions(adminID string) string { return s.Key("admin-sessions", adminID) }
+// The ways a session lapses.
+const (
+	LapseIdle   Lapse = "idle"   // unseen for longer than the idle timeout
+	LapseCap    Lapse = "cap"    // reached its absolute cap
+	LapseUnused Lapse = "unused" // never presented after its redemption
+)
 
-func ms(t time.Time) int64 { return t.UnixMilli() }
-
-// redeemScript: KEYS[1] token key, KEYS[2] audit stream, KEYS[3] session
-// key, KEYS[4] session index, KEYS[5] the admin's session index;
-// ARGV[1] session JSON, ARGV[2] now (ms), ARGV[3] cap (ms), ARGV[4] idle
-// TTL (ms), ARGV[5] session id, ARGV[6] redeemed event, ARGV[7] event when
-// unknown, ARGV[8] event when already consumed.
-// Consumes the token id, creates the session and audits, in one step.
-var redeemScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[7])
-  return {3, ''}
+// luaLapsed is prepended to the scripts that judge a record: lapsed(h, now)
+// takes HMGET rec seen cap idle unused and returns the lapse, or nil.
+const luaLapsed = `
+local function lapsed(h, now)
+  local seen, cap, idle, unused = tonumber(h[2]), tonumber(h[3]), tonumber(h[4]), tonumber(h[5]) or 0
+  if now >= cap then return 'cap' end
+  if now - seen >= idle then return 'idle' end
+  if unused > 0 and now >= unused then return 'unused' end
+  return nil
 end
-if string.sub(v, 1, 1) == 'x' then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[8])
-  return {4, ''}
-end
-redis.call('SET', KEYS[1], 'x' .. v, 'KEEPTTL')
-redis.call('HSET', KEYS[3], 'rec', ARGV[1], 'seen', ARGV[2], 'cap', ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[5])
-local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[6])
-return {1, id}
-`)
+`
 
-// Redeem consumes the token id jti exactly once and, in the same atomic
-// step, creates sess and appends redeemed. When jti is unknown or expired,
-// or already consumed, nothing is created and rejected(state) is appended.
-// idle is the idle timeout: the record lapses after that long unseen.
-func (s *Store) Redeem(ctx context.Context, jti string, sess Session, idle time.Duration, redeemed audit.Event, rejected func(State) audit.Event) (bool, State, error) {
-	rec, err := json.Marshal(sess)
-	if err != nil {
-		return false, Unknown, err
-	}
-	events, err := s.encodeOutcomes(redeemed, rejected)
-	if err != nil {
-		return false, Unknown, err
-	}
-	args := append([]any{string(rec), ms(s.now()), ms(sess.ExpiresAt), ttlMillis(s.now(), sess.ExpiresAt, idle), sess.ID}, events...)
-	code, _, err := runPair(ctx, redeemScript, s.rdb, []string{s.tokenKey(jti), s.AuditStream(),
-		s.sessionKey(sess.ID), s.sessionIndex(), s.adminSessions(sess.Actor.ID)}, args...)
-	if err != nil {
-		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
-	}
-	ok, st := outcome(code)
-	return ok, st, nil
-}
-
-// ttlMillis is how long Redis keeps an untouched session: the idle timeout,
-// or less when the cap comes first (at least 1 ms).
-func ttlMillis(now, capAt time.Time, idle time.Duration) int64 {
-	d := min(idle, capAt.Sub(now))
-	return max(d.Milliseconds(), 1)
-}
-
-// touchScript: KEYS[1] session key; ARGV[1] now (ms), ARGV[2] idle (ms).
-// Returns {1, record} and marks the session seen now, or {2, record} when
-// this call found it idle or past its cap and removed it, or {0, ”}.
-var touchScript = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'rec', 'seen', 'cap')
-if not r[1] then return {0, ''} end
-local now, idle = tonumber(ARGV[1]), tonumber(ARGV[2])
-local seen, cap = tonumber(r[2]), tonumber(r[3])
-if now >= cap or now - seen > idle then
-  if redis.call('DEL', KEYS[1]) == 1 then return {2, r[1]} end
-  return {0, ''}
-end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-local ttl = math.min(idle, cap - now)
-if ttl < 1 then ttl = 1 end
-redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, r[1]}
+// touchScript: KEYS[1] session key, KEYS[2] deadlines; ARGV[1] now (ms),
+// ARGV[2] grace (ms), ARGV[3] session id.
+// {OK, record} marks the session seen (and used) now; {LAPSED, record,
+// lapse} leaves a lapsed record for End to end with its event; {NONE, ”}.
+var touchScript = lua(luaLapsed + `
+local h = redis.call('HMGET', KEYS[1], $FIELD_RECORD, $FIELD_SEEN, $FIELD_CAP, $FIELD_IDLE, $FIELD_UNUSED)
+if not h[1] then return {$CODE_NONE, ''} end
+local now = tonumber(ARGV[1])
+local why = lapsed(h, now)
+if why then return {$CODE_LAPSED, h[1], why} end
+redis.call('HSET', KEYS[1], $FIELD_SEEN, ARGV[1], $FIELD_UNUSED, '0')
+local d = math.min(now + tonumber(h[4]), tonumber(h[3]))
+redis.call('ZADD', KEYS[2], d, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], d - now + math.max(tonumber(h[4]), tonumber(ARGV[2])))
+return {$CODE_OK, h[1]}
 `)
 
 // Touch is the hot path of every request of an impersonated session: one
-// round trip that checks the session is live, within its idle timeout and
-// its cap, and marks it seen. lapsed reports that this call found the
-// session idle or past its cap and removed it (the caller audits that, once).
-func (s *Store) Touch(ctx context.Context, sid string, idle time.Duration) (sess Session, lapsed bool, err error) {
-	code, rec, err := runPair(ctx, touchScript, s.rdb, []string{s.sessionKey(sid)}, ms(s.now()), idle.Milliseconds())
+// round trip that checks the session is live (within its idle timeout, its
+// cap and its "never used" deadline) and marks it seen. A lapsed session is
+// returned with ErrNoSession and its lapse: the caller ends it with
+// EndLapsed, which records the end in the same step.
+func (s *Store) Touch(ctx context.Context, sid string) (Session, Lapse, error) {
+	res, err := touchScript.Run(ctx, s.rdb, []string{s.key(keySession, sid), s.key(keyDeadlines)},
+		ms(s.now()), time.Minute.Milliseconds(), sid).Slice()
 	if err != nil {
-		return Session{}, false, fmt.Errorf("store: touch session: %w", err)
+		return Session{}, "", fmt.Errorf("store: touch session: %w", err)
 	}
-	if code == 0 {
-		return Session{}, false, ErrNoSession
+	code, rec, err := pair(res[:2], nil)
+	if err != nil {
+		return Session{}, "", err
 	}
+	if code == codeNone {
+		return Session{}, "", ErrNoSession
+	}
+	var sess Session
 	if err := json.Unmarshal([]byte(rec), &sess); err != nil {
-		return Session{}, false, fmt.Errorf("store: session %s: %w", sid, err)
+		return Session{}, "", fmt.Errorf("store: session %s: %w", sid, err)
 	}
-	if code == 2 {
-		return sess, true, ErrNoSession
+	if code == codeLapsed {
+		why, _ := res[2].(string)
+		return sess, Lapse(why), ErrNoSession
 	}
-	return sess, false, nil
+	return sess, "", nil
 }
 
-// GetSession returns a session without touching it.
+// GetSession returns a live session without touching it. A lapsed one is
+// ErrNoSession.
 func (s *Store) GetSession(ctx context.Context, sid string) (Session, error) {
-	rec, err := s.rdb.HGet(ctx, s.sessionKey(sid), "rec").Result()
+	h, err := s.rdb.HMGet(ctx, s.key(keySession, sid), fieldRecord, fieldSeen, fieldCap, fieldIdle, fieldUnused).Result()
+	if err != nil {
+		return Session{}, fmt.Errorf("store: get session: %w", err)
+	}
+	sess, ok, err := s.liveRecord(h)
+	if err != nil {
+		return Session{}, fmt.Errorf("store: session %s: %w", sid, err)
+	}
+	if !ok {
+		return Session{}, ErrNoSession
+	}
+	return sess, nil
+}
+
+// liveRecord decodes an HMGET of a session and reports whether it is live
+// by the store's clock.
+func (s *Store) liveRecord(h []any) (Session, bool, error) {
+	rec, _ := h[0].(string)
+	if rec == "" {
+		return Session{}, false, nil
+	}
+	n := func(i int) int64 { v, _ := h[i].(string); x, _ := strconv.ParseInt(v, 10, 64); return x }
+	now := ms(s.now())
+	seen, capAt, idle, unused := n(1), n(2), n(3), n(4)
+	if now >= capAt || now-seen >= idle || (unused > 0 && now >= unused) {
+		return Session{}, false, nil
+	}
+	var sess Session
+	if err := json.Unmarshal([]byte(rec), &sess); err != nil {
+		return Session{}, false, err
+	}
+	return sess, true, nil
+}
+
+// endScript: KEYS[1] audit stream, KEYS[2] session key, KEYS[3] session
+// index, KEYS[4] admin's index, KEYS[5] deadlines; ARGV[1] session id,
+// ARGV[2] now (ms), ARGV[3] mode ("any": logout and revocation end a live
+// session; "lapsed": only a lapsed one), ARGV[4..5] the event for "any",
+// ARGV[6..11] the events for an idle, cap and unused lapse.
+// Removes the record and every index entry, and appends the event, in one
+// step. A lapsed session is never ended as "any": it ended by itself, and
+// records that instead.
+var endScript = lua(luaEmit + luaLapsed + `
+local h = redis.call('HMGET', KEYS[2], $FIELD_RECORD, $FIELD_SEEN, $FIELD_CAP, $FIELD_IDLE, $FIELD_UNUSED)
+if not h[1] then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  return {$CODE_NONE, ''}
+end
+local why = lapsed(h, tonumber(ARGV[2]))
+local ev, idx
+if why == 'idle' then ev, idx = ARGV[6], ARGV[7]
+elseif why == 'cap' then ev, idx = ARGV[8], ARGV[9]
+elseif why == 'unused' then ev, idx = ARGV[10], ARGV[11]
+elseif ARGV[3] == 'any' then ev, idx = ARGV[4], ARGV[5]
+else return {$CODE_NONE, ''} end
+if ev == '' then return {$CODE_NONE, ''} end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+local id = emit(ev, idx)
+if why then return {$CODE_LAPSED, why} end
+return {$CODE_OK, id}
+`)
+
+// LapseEvents are the session.ended events of each lapse.
+type LapseEvents struct {
+	Idle, Cap, Unused audit.Encoded
+}
+
+// End ends a live session with ev (logout: session.ended; revocation:
+// session.revoked): the record, its index entries and the event go in one
+// step. A session found lapsed meanwhile is ended with its lapse event
+// instead, and End reports ErrNoSession, as for a session already gone.
+func (s *Store) End(ctx context.Context, sess Session, ev audit.Encoded, lapses LapseEvents) error {
+	return s.end(ctx, sess, "any", ev, lapses)
+}
+
+// EndLapsed ends a session that lapsed, with the event of its lapse, in one
+// step. It reports ErrNoSession when the session is gone or not lapsed
+// (someone saw it meanwhile): then nothing is appended.
+func (s *Store) EndLapsed(ctx context.Context, sess Session, lapses LapseEvents) (Lapse, error) {
+	return s.endLapse(ctx, sess, lapses)
+}
+
+func (s *Store) endLapse(ctx context.Context, sess Session, lapses LapseEvents) (Lapse, error) {
+	res, err := s.endRun(ctx, sess, "lapsed", audit.Encoded{}, lapses)
+	if err != nil {
+		return "", err
+	}
+	code, why, _ := pair(res, nil)
+	if code != codeLapsed {
+		return "", ErrNoSession
+	}
+	return Lapse(why), nil
+}
+
+func (s *Store) end(ctx context.Context, sess Session, mode string, ev audit.Encoded, lapses LapseEvents) error {
+	res, err := s.endRun(ctx, sess, mode, ev, lapses)
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return err
+	}
+	code, _, _ := pair(res, nil)
+	if code != codeOK {
+		return ErrNoSession
+	}
+	return err
+}
+
+func (s *Store) endRun(ctx context.Context, sess Session, mode string, ev audit.Encoded, l LapseEvents) ([]any, error) {
+	args := []any{sess.ID, ms(s.now()), mode}
+	for _, e := range []audit.Encoded{ev, l.Idle, l.Cap, l.Unused} {
+		args = append(args, eventArgs(e)...)
+	}
+	res, err := s.run(ctx, endScript, []string{s.key(keyAudit), s.key(keySession, sess.ID), s.key(keySessions),
+		s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines)}, args...)
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return nil, fmt.Errorf("store: end session: %w", err)
+	}
+	return res, err
+}
+
+// Sessions lists the live sessions (those of one admin when adminID is not
+// empty), soonest cap first.
+func (s *Store) Sessions(ctx context.Context, adminID string) ([]Session, error) {
+	index := s.key(keySessions)
+	if adminID != "" {
+		index = s.key(keyAdminSessions, adminID)
+	}
+	ids, err := s.rdb.ZRange(ctx, index, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: list sessions: %w", err)
+	}
+	out := []Session{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.key(keySession, id), fieldRecord, fieldSeen, fieldCap, fieldIdle, fieldUnused)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("store: list sessions: %w", err)
+	}
+	for i, c := range cmds {
+		sess, ok, err := s.liveRecord(c.Val())
+		if err != nil {
+			return nil, fmt.Errorf("store: session %s unreadable: %w", ids[i], err)
+		}
+		if ok {
+			out = append(out, sess)
+		}
+	}
+	return out, nil
+}
+
+// Due returns up to n session ids whose deadline has passed: lapsed
+// sessions for the sweeper to end.
+func (s *Store) Due(ctx context.Context, n int64) ([]string, error) {
+	ids, err := s.rdb.ZRangeByScore(ctx, s.key(keyDeadlines), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(ms(s.now()), 10), Count: n,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: due sessions: %w", err)
+	}
+	return ids, nil
+}
+
+// SessionRecord returns a session's record whatever its state (live or
+// lapsed), for the sweeper.
+func (s *Store) SessionRecord(ctx context.Context, sid string) (Session, error) {
+	rec, err := s.rdb.HGet(ctx, s.key(keySession, sid), fieldRecord).Result()
 	if errors.Is(err, redis.Nil) {
 		return Session{}, ErrNoSession
 	}
 	if err != nil {
-		return Session{}, fmt.Errorf("store: get session: %w", err)
+		return Session{}, fmt.Errorf("store: session record: %w", err)
 	}
 	var sess Session
 	if err := json.Unmarshal([]byte(rec), &sess); err != nil {
@@ -149,78 +287,30 @@ func (s *Store) GetSession(ctx context.Context, sid string) (Session, error) {
 	return sess, nil
 }
 
-// endScript: KEYS[1] session key, KEYS[2] session index, KEYS[3] admin's
-// index, KEYS[4] audit stream; ARGV[1] session id, ARGV[2] event.
-var endScript = redis.NewScript(`
-if redis.call('DEL', KEYS[1]) == 0 then return {0, ''} end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-local id = redis.call('XADD', KEYS[4], '*', 'e', ARGV[2])
-return {1, id}
-`)
-
-// EndSession removes sess and appends ev (session.ended or
-// session.revoked) in one step. It reports ErrNoSession when the session
-// was already gone; then nothing is appended.
-func (s *Store) EndSession(ctx context.Context, sess Session, ev audit.Event) error {
-	js, err := s.encodeEvent(&ev)
-	if err != nil {
-		return err
-	}
-	code, _, err := runPair(ctx, endScript, s.rdb, []string{s.sessionKey(sess.ID), s.sessionIndex(),
-		s.adminSessions(sess.Actor.ID), s.AuditStream()}, sess.ID, js)
-	if err != nil {
-		return fmt.Errorf("store: end session: %w", err)
-	}
-	if code == 0 {
-		return ErrNoSession
-	}
-	return nil
+// Forget drops a due session id whose record is gone from the deadlines
+// (the record outlived its grace with no sweeper running).
+func (s *Store) Forget(ctx context.Context, sid string) error {
+	_, err := s.endRun(ctx, Session{ID: sid}, "lapsed", audit.Encoded{}, LapseEvents{})
+	return err
 }
 
-// Sessions lists the live sessions (those of one admin when adminID is not
-// empty), soonest cap first. Records that lapsed are dropped from the
-// indexes on the way.
-func (s *Store) Sessions(ctx context.Context, adminID string) ([]Session, error) {
-	index := s.sessionIndex()
-	if adminID != "" {
-		index = s.adminSessions(adminID)
-	}
-	now := strconv.FormatInt(ms(s.now()), 10)
-	if err := s.rdb.ZRemRangeByScore(ctx, index, "-inf", "("+now).Err(); err != nil {
-		return nil, fmt.Errorf("store: list sessions: %w", err)
-	}
-	ids, err := s.rdb.ZRange(ctx, index, 0, -1).Result()
+// leaseScript: KEYS[1] lease; ARGV[1] owner, ARGV[2] TTL (ms).
+var leaseScript = lua(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {$CODE_OK, ''}
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {$CODE_OK, ''} end
+return {$CODE_RACE, ''}
+`)
+
+// SweepLease reports whether owner holds (or now takes) the sweeper lease
+// for ttl: one instance at a time sweeps lapsed sessions.
+func (s *Store) SweepLease(ctx context.Context, owner string, ttl time.Duration) (bool, error) {
+	code, _, err := pair(leaseScript.Run(ctx, s.rdb, []string{s.key(keySweepLease)}, owner, ttl.Milliseconds()).Slice())
 	if err != nil {
-		return nil, fmt.Errorf("store: list sessions: %w", err)
+		return false, fmt.Errorf("store: sweep lease: %w", err)
 	}
-	if len(ids) == 0 {
-		return []Session{}, nil
-	}
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.HGet(ctx, s.sessionKey(id), "rec")
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("store: list sessions: %w", err)
-	}
-	out := make([]Session, 0, len(ids))
-	var gone []any
-	for i, c := range cmds {
-		rec, err := c.Result()
-		if errors.Is(err, redis.Nil) {
-			gone = append(gone, ids[i]) // lapsed (idle): the key expired
-			continue
-		}
-		var sess Session
-		if err != nil || json.Unmarshal([]byte(rec), &sess) != nil {
-			return nil, fmt.Errorf("store: session %s unreadable", ids[i])
-		}
-		out = append(out, sess)
-	}
-	if len(gone) > 0 {
-		s.rdb.ZRem(ctx, index, gone...) // best effort: a stale index entry is harmless
-	}
-	return out, nil
+	return code == codeOK, nil
 }

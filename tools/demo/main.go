@@ -38,11 +38,11 @@ func main() {
 
 func run(out io.Writer) error {
 	ctx := context.Background()
-	conn, err := store.Open("")
+	st, err := store.Open("", store.Options{})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer st.Close()
 	dir, err := os.MkdirTemp("", "impersonator-demo-keys")
 	if err != nil {
 		return err
@@ -60,9 +60,8 @@ func run(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st := store.New(conn.Client, store.Options{})
 	srv.Config.Handler = server.New(server.Deps{
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Config: cfg, Store: st, Keys: keys,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Settings: server.SettingsFrom(cfg), Store: st, Keys: keys,
 		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, time.Now),
 		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, time.Now),
 	})
@@ -154,7 +153,7 @@ func run(out io.Writer) error {
 	fmt.Fprintf(out, "   logout %d, then the session endpoint answers %d\n", lres.StatusCode, after.StatusCode)
 
 	step(6, "The audit log: who impersonated whom, when, why, and what happened")
-	log := server.AuditLog(st, time.Now)
+	log := audit.NewLog(st, time.Now)
 	page, err := log.Query(ctx, audit.Filter{}, 20, "")
 	if err != nil {
 		return err
@@ -166,10 +165,10 @@ func run(out io.Writer) error {
 		fmt.Fprintf(tw, "   %s\t%s\t%s:%s\t%s\t%s\n", e.Type, e.Actor.Email, e.Subject.Collection, e.Subject.ID, e.Reason, e.Detail)
 	}
 	tw.Flush()
-	if _, err := log.CatchUp(ctx, keys); err != nil {
+	if _, err := log.CatchUp(ctx, keys, 0); err != nil {
 		return err
 	}
-	rep, err := log.Verify(ctx, keys)
+	rep, err := log.Verify(ctx, keys, audit.VerifyOptions{})
 	if err != nil {
 		return err
 	}

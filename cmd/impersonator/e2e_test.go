@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEndToEnd is the whole chain through run, as `make run` starts it (the
+// embedded Redis), driven only over HTTP as the Forest UI, the browser, the
+// customer app and a reviewer would: mint, log in, check the session,
+// replay, log out, read the audit log and verify it.
+func TestEndToEnd(t *testing.T) {
+	const admin = "e2e-admin-token-0123456789abcdefghijklmnop"
+	base, _ := startServe(t, map[string]string{
+		"IMPERSONATOR_KEYS_DIR":            t.TempDir() + "/keys",
+		"FOREST_AUTH_SECRET":               forestSecret,
+		"IMPERSONATOR_ADMIN_TOKENS":        admin,
+		"IMPERSONATOR_CHECKPOINT_INTERVAL": "1s",
+	})
+	call := func(method, path string, body string, hdr map[string]string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, res.Header, string(b)
+	}
+
+	tok := mint(t, base, "42")
+	cookie := login(t, base, tok)
+	withCookie := map[string]string{"Cookie": cookie.Name + "=" + cookie.Value}
+
+	code, hdr, body := call("GET", "/impersonation/session", "", withCookie)
+	if code != 200 || hdr.Get("X-Impersonation-Subject") != "42" || hdr.Get("X-Impersonation-Actor") != "ada@example.com" {
+		t.Fatalf("session = %d %v %s", code, hdr, body)
+	}
+	if code, _, body := call("POST", "/impersonation/login", `{"token":"`+tok+`"}`, map[string]string{"Content-Type": "application/json"}); code != 401 || !strings.Contains(body, "invalid_token") {
+		t.Errorf("replay = %d %s, want 401 invalid_token", code, body)
+	}
+	if code, _, _ := call("POST", "/impersonation/logout", "", withCookie); code != 204 {
+		t.Errorf("logout = %d, want 204", code)
+	}
+	if code, _, _ := call("GET", "/impersonation/session", "", withCookie); code != 401 {
+		t.Errorf("session after logout = %d, want 401", code)
+	}
+
+	bearer := map[string]string{"Authorization": "Bearer " + admin}
+	code, _, body = call("GET", "/v1/audit/events?subject=users:42", "", bearer)
+	var page struct {
+		Events []struct{ Type, Detail string } `json:"events"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &page) != nil {
+		t.Fatalf("audit events = %d %s", code, body)
+	}
+	var types []string
+	for _, e := range page.Events {
+		types = append(types, e.Type)
+	}
+	want := "session.ended impersonation.rejected impersonation.redeemed impersonation.minted"
+	if strings.Join(types, " ") != want {
+		t.Errorf("audit of users:42, newest first = %v, want %s", types, want)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _, body = call("GET", "/v1/audit/verify", "", bearer)
+		if code == 200 && strings.Contains(body, `"ok":true`) && strings.Contains(body, `"events_verified":4`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("verify never covered the 4 events: %d %s", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,363 @@
+// Package session serves what a customer app needs to see an impersonation
+// session: the session cookie, the introspection and forward-auth endpoint,
+// logout, the banner, the admin API over sessions, and the sweeper that
+// records the end of sessions nobody touches again.
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/config"
+	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/store"
+	"github.com/impersonator/impersonator/internal/token"
+)
+
+// Cookie is how the session cookie is set: HttpOnly, Path=/; Secure with
+// an https public URL (then with the __Host- prefix); SameSite=None in
+// webhook and auto delivery (the webhook's cookie is set by the admin
+// panel's cross-site request) and Lax in redirect delivery (first-party).
+// SameSite=None is always Secure too, even on http://localhost: browsers
+// drop SameSite=None cookies that are not Secure, and accept Secure ones
+// from localhost.
+type Cookie struct {
+	Name     string
+	secure   bool
+	sameSite http.SameSite
+}
+
+// CookieName is the session cookie's name without the __Host- prefix.
+const CookieName = "impersonation_session"
+
+// NewCookie returns the cookie spec for the public URL and delivery.
+func NewCookie(publicURL string, d config.Delivery) Cookie {
+	c := Cookie{Name: CookieName, sameSite: http.SameSiteLaxMode}
+	if strings.HasPrefix(publicURL, "https://") {
+		c.Name, c.secure = "__Host-"+CookieName, true
+	}
+	if d != config.Redirect {
+		c.sameSite, c.secure = http.SameSiteNoneMode, true
+	}
+	return c
+}
+
+// Set returns the cookie carrying value until expires.
+func (c Cookie) Set(value string, expires time.Time) *http.Cookie {
+	return &http.Cookie{Name: c.Name, Value: value, Path: "/", Expires: expires, HttpOnly: true, Secure: c.secure, SameSite: c.sameSite}
+}
+
+// Clear returns the cookie that removes it.
+func (c Cookie) Clear() *http.Cookie {
+	return &http.Cookie{Name: c.Name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: c.secure, SameSite: c.sameSite}
+}
+
+// Verifier checks session tokens.
+type Verifier interface {
+	Verify(k token.Kind, raw string) (*token.Claims, error)
+}
+
+// Store is what sessions need of Redis.
+type Store interface {
+	Touch(ctx context.Context, sid string) (store.Session, store.Lapse, error)
+	GetSession(ctx context.Context, sid string) (store.Session, error)
+	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
+	EndLapsed(ctx context.Context, sess store.Session, lapses store.LapseEvents) (store.Lapse, error)
+}
+
+// Handlers serve the session routes. Build them with New.
+type Handlers struct {
+	log     *slog.Logger
+	store   Store
+	verify  Verifier
+	cookie  Cookie
+	events  audit.Encoder
+	now     func() time.Time
+	origins []string // origins allowed to end a session by its cookie
+	cache   *verifiedCache
+	// Unused is called for each session ended as never used.
+	unused     func()
+	unusedMu   sync.Mutex
+	unusedLast time.Time
+}
+
+// Options configure New.
+type Options struct {
+	Log      *slog.Logger
+	Store    Store
+	Verifier Verifier
+	Cookie   Cookie
+	Events   audit.Encoder
+	Now      func() time.Time
+	// Origins may end a session with its cookie (logout): the app's and
+	// the public URL's. A request without Origin (not a browser) may too.
+	Origins []string
+	Unused  func()
+}
+
+// New returns the session handlers.
+func New(o Options) *Handlers {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Handlers{log: o.Log, store: o.Store, verify: o.Verifier, cookie: o.Cookie, events: o.Events, now: o.Now,
+		origins: o.Origins, cache: newVerifiedCache(10000), unused: o.Unused}
+}
+
+// verifiedCache remembers session cookies whose signature and claims were
+// verified, keyed by their SHA-256 (the cookie itself is not kept), until
+// the cookie's exp. The server-side record is still checked on every
+// request: the cache saves the signature check, not the revocation check.
+// Bounded: when full, it is emptied (a rare, cheap reset).
+type verifiedCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[[32]byte]*token.Claims
+}
+
+func newVerifiedCache(max int) *verifiedCache {
+	return &verifiedCache{max: max, m: make(map[[32]byte]*token.Claims)}
+}
+
+func (v *verifiedCache) get(k [32]byte, now time.Time) (*token.Claims, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.m[k]
+	if ok && !now.Before(c.ExpiresAt.Time) {
+		delete(v.m, k)
+		return nil, false
+	}
+	return c, ok
+}
+
+func (v *verifiedCache) put(k [32]byte, c *token.Claims) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.m) >= v.max {
+		clear(v.m)
+	}
+	v.m[k] = c
+}
+
+// Claims returns the verified claims of r's session cookie.
+func (h *Handlers) Claims(r *http.Request) (*token.Claims, bool) {
+	ck, err := r.Cookie(h.cookie.Name)
+	if err != nil || ck.Value == "" || len(ck.Value) > token.MaxTokenBytes {
+		return nil, false
+	}
+	k := sha256.Sum256([]byte(ck.Value))
+	if c, ok := h.cache.get(k, h.now()); ok {
+		return c, true
+	}
+	c, err := h.verify.Verify(token.Session, ck.Value)
+	if err != nil {
+		return nil, false
+	}
+	h.cache.put(k, c)
+	return c, true
+}
+
+// Live returns the session of r's cookie, checked against its server-side
+// record (one Redis round trip) and marked seen. A session this request
+// finds lapsed is ended here, with its event, and is ErrNoSession.
+func (h *Handlers) Live(r *http.Request) (store.Session, error) {
+	c, ok := h.Claims(r)
+	if !ok {
+		return store.Session{}, store.ErrNoSession
+	}
+	sess, lapse, err := h.store.Touch(r.Context(), c.SID)
+	if lapse != "" {
+		h.EndLapsed(r.Context(), sess, Request(r))
+	}
+	if err != nil {
+		return store.Session{}, err
+	}
+	if sess.Subject.ID != c.Subject || sess.Actor.ID != c.Act.Sub {
+		return store.Session{}, store.ErrNoSession
+	}
+	return sess, nil
+}
+
+// auditTimeout bounds an end's write, which outlives a client that hung up.
+const auditTimeout = 3 * time.Second
+
+// UnusedDetail is the detail of a session ended as never used.
+const UnusedDetail = "never used: the browser probably blocked the third-party cookie; use IMPERSONATOR_DELIVERY=auto or redirect"
+
+// RequestInfo is what an event records of the request that caused it.
+type RequestInfo struct{ IP, UserAgent, RequestID string }
+
+// Request returns r's RequestInfo.
+func Request(r *http.Request) RequestInfo {
+	return RequestInfo{IP: httpx.ClientIP(r.Context()), UserAgent: r.UserAgent(), RequestID: httpx.RequestID(r.Context())}
+}
+
+// Event returns the event of sess of type typ, caused by the request ri.
+func Event(typ audit.Type, sess store.Session, ri RequestInfo, detail string) audit.Event {
+	return audit.Event{
+		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason,
+		TokenID: sess.TokenID, SessionID: sess.ID, IP: ri.IP, UserAgent: ri.UserAgent, RequestID: ri.RequestID, Detail: detail,
+	}
+}
+
+// Lapses returns the events of each way sess can lapse.
+func Lapses(enc audit.Encoder, sess store.Session, ri RequestInfo) (store.LapseEvents, error) {
+	var l store.LapseEvents
+	var err error
+	for _, x := range []struct {
+		dst    *audit.Encoded
+		detail string
+	}{{&l.Idle, "idle timeout"}, {&l.Cap, "reached its absolute cap"}, {&l.Unused, UnusedDetail}} {
+		if *x.dst, err = enc.Encode(Event(audit.Ended, sess, ri, x.detail)); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+// EndLapsed ends a session found lapsed, recording its end (session.ended
+// with its detail) in the same step. It reports whether it ended it.
+func (h *Handlers) EndLapsed(ctx context.Context, sess store.Session, ri RequestInfo) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	lapses, err := Lapses(h.events, sess, ri)
+	if err == nil {
+		var lapse store.Lapse
+		lapse, err = h.store.EndLapsed(ctx, sess, lapses)
+		if lapse == store.LapseUnused {
+			h.noteUnused(sess)
+		}
+	}
+	if err != nil && !errors.Is(err, store.ErrNoSession) {
+		h.log.ErrorContext(ctx, "end lapsed session", "error", err, "sid", sess.ID)
+	}
+	return err == nil
+}
+
+func (h *Handlers) noteUnused(sess store.Session) {
+	if h.unused != nil {
+		h.unused()
+	}
+	// The advice goes to the log at most once a minute.
+	h.unusedMu.Lock()
+	defer h.unusedMu.Unlock()
+	if now := h.now(); now.Sub(h.unusedLast) >= time.Minute {
+		h.unusedLast = now
+		h.log.Warn("a session was never used: "+UnusedDetail, "sid", sess.ID)
+	}
+}
+
+// answer is DESIGN.md 3.4's introspection answer.
+type answer struct {
+	SessionID  string    `json:"session_id"`
+	Subject    string    `json:"subject"`
+	Collection string    `json:"collection"`
+	Actor      actorJSON `json:"actor"`
+	Reason     string    `json:"reason"`
+	StartedAt  time.Time `json:"started_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+type actorJSON struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+}
+
+// Session is introspection and forward-auth: 200 with the session and the
+// X-Impersonation-Subject / X-Impersonation-Actor headers, or 401.
+func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
+	sess, err := h.Live(r)
+	if errors.Is(err, store.ErrNoSession) {
+		return httpx.Errorf(http.StatusUnauthorized, "no_session", nil)
+	}
+	if err != nil {
+		return httpx.Unavailable(err)
+	}
+	w.Header().Set("X-Impersonation-Subject", sess.Subject.ID)
+	w.Header().Set("X-Impersonation-Actor", sess.Actor.Email)
+	httpx.WriteJSON(w, http.StatusOK, answer{
+		SessionID: sess.ID, Subject: sess.Subject.ID, Collection: sess.Subject.Collection,
+		Actor:  actorJSON{ID: sess.Actor.ID, Email: sess.Actor.Email},
+		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt,
+	})
+	return nil
+}
+
+// Logout ends the session of r's cookie (session.ended) and clears the
+// cookie. It answers 204 whether or not there was a session. A browser
+// request from a foreign origin is refused (403): another site cannot end
+// someone's session.
+func (h *Handlers) Logout(w http.ResponseWriter, r *http.Request) error {
+	if !h.sameParty(r) {
+		return httpx.Errorf(http.StatusForbidden, "forbidden", errors.New("logout from a foreign origin "+r.Header.Get("Origin")))
+	}
+	if c, ok := h.Claims(r); ok {
+		if err := h.end(r, c.SID, audit.Ended, "logout"); err != nil {
+			return httpx.Unavailable(err)
+		}
+	}
+	http.SetCookie(w, h.cookie.Clear())
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// end ends the live session sid with an event of typ; a session gone or
+// lapsed meanwhile is not an error.
+func (h *Handlers) end(r *http.Request, sid string, typ audit.Type, detail string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	sess, err := h.store.GetSession(ctx, sid)
+	if errors.Is(err, store.ErrNoSession) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ri := Request(r)
+	ev, err := h.events.Encode(Event(typ, sess, ri, detail))
+	if err != nil {
+		return err
+	}
+	lapses, err := Lapses(h.events, sess, ri)
+	if err != nil {
+		return err
+	}
+	if err := h.store.End(ctx, sess, ev, lapses); err != nil && !errors.Is(err, store.ErrNoSession) {
+		return err
+	}
+	return nil
+}
+
+// sameParty reports whether r may act with the session cookie: a request
+// with no Origin (not a browser, or a same-origin GET) unless the browser
+// says it is cross-site, or one from an allowed origin.
+func (h *Handlers) sameParty(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return r.Header.Get("Sec-Fetch-Site") != "cross-site"
+	}
+	for _, a := range h.origins {
+		if strings.EqualFold(o, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Origin returns scheme://host[:port] of u.
+func Origin(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Scheme + "://" + p.Host
+}

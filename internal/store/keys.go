@@ -1,0 +1,95 @@
+package store
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Every name the service gives Redis has its one source here: key names,
+// stream field names, the consumed marker and the script result codes. The
+// Lua sources are built from these constants (see lua), never from retyped
+// literals.
+
+// Key names, each under the store's {hash tag} prefix.
+const (
+	keyToken          = "jti"               // jti:<id> → grant JSON (consumedMark-prefixed once redeemed)
+	keyApproval       = "approval"          // approval:<digest> → "1" while a used approval could be replayed
+	keyAudit          = "audit"             // the audit stream
+	keyCheckpoints    = "audit:checkpoints" // the checkpoint stream
+	keySession        = "session"           // session:<sid> → hash of the record
+	keySessions       = "sessions"          // sorted set: sid by absolute cap
+	keyAdminSessions  = "admin-sessions"    // admin-sessions:<admin id> → sorted set: sid by cap
+	keyDeadlines      = "session-deadlines" // sorted set: sid by the time it lapses unless seen
+	keyRate           = "rate"              // rate:<kind>:<who> → fixed-window counter
+	keySweepLease     = "sweep-lease"       // who sweeps lapsed sessions now
+	keyCheckpointSeal = "audit:sealed"      // the newest checkpoint's seq, never lowered
+)
+
+// Stream field names.
+const (
+	fieldEvent      = "e" // an audit stream entry's event JSON
+	fieldCheckpoint = "c" // a checkpoint stream entry's checkpoint JSON
+)
+
+// Session hash fields.
+const (
+	fieldRecord = "rec"  // the Session JSON
+	fieldSeen   = "seen" // last seen, ms since the epoch
+	fieldCap    = "cap"  // absolute cap, ms since the epoch
+	fieldIdle   = "idle" // idle timeout, ms
+	fieldUnused = "unu"  // "never used" deadline, ms since the epoch; 0 once used or when off
+)
+
+// consumedMark prefixes the grant of a redeemed token id: it is kept until
+// the token would have expired, so a replay is told from an unknown id.
+const consumedMark = "x"
+
+// Script result codes. Each has its own value.
+const (
+	codeOK        = 1 // done
+	codeDuplicate = 2 // reserve: the token id exists
+	codeUnknown   = 3 // consume: no such token id (never minted, or expired)
+	codeConsumed  = 4 // consume: already redeemed
+	codeRate      = 5 // a rate limit refused
+	codeRace      = 6 // a compare-and-append lost to another writer
+	codeNone      = 7 // no such session
+	codeLapsed    = 8 // the session was found idle, past its cap, or never used
+	codeApproval  = 9 // reserve: the approval was already used
+	codeMismatch  = 10
+)
+
+// lua builds a script from src, replacing each $NAME with the constant of
+// that name, so the Lua and the Go read the same values.
+func lua(src string) *redis.Script {
+	return redis.NewScript(luaReplacer.Replace(src))
+}
+
+var luaReplacer = strings.NewReplacer(
+	"$FIELD_EVENT", quote(fieldEvent),
+	"$FIELD_CHECKPOINT", quote(fieldCheckpoint),
+	"$FIELD_RECORD", quote(fieldRecord),
+	"$FIELD_SEEN", quote(fieldSeen),
+	"$FIELD_CAP", quote(fieldCap),
+	"$FIELD_IDLE", quote(fieldIdle),
+	"$FIELD_UNUSED", quote(fieldUnused),
+	"$CONSUMED", quote(consumedMark),
+	"$CODE_OK", strconv.Itoa(codeOK),
+	"$CODE_DUPLICATE", strconv.Itoa(codeDuplicate),
+	"$CODE_UNKNOWN", strconv.Itoa(codeUnknown),
+	"$CODE_CONSUMED", strconv.Itoa(codeConsumed),
+	"$CODE_RATE", strconv.Itoa(codeRate),
+	"$CODE_RACE", strconv.Itoa(codeRace),
+	"$CODE_NONE", strconv.Itoa(codeNone),
+	"$CODE_LAPSED", strconv.Itoa(codeLapsed),
+	"$CODE_APPROVAL", strconv.Itoa(codeApproval),
+	"$CODE_MISMATCH", strconv.Itoa(codeMismatch),
+)
+
+func quote(s string) string { return "'" + s + "'" }
+
+// key returns the full name of one of the service's keys: prefix:parts...
+func (s *Store) key(parts ...string) string {
+	return s.prefix + ":" + strings.Join(parts, ":")
+}

@@ -1,0 +1,618 @@
+// Package storetest is the store's contract: one suite of every method
+// production calls, run against each backend (the embedded Redis, a real
+// redis-server, a real Cluster, a real Sentinel setup), each built through
+// store.Open as serve builds it. Each subtest gets a fresh key prefix.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/store"
+)
+
+// Backend opens stores on one Redis.
+type Backend struct {
+	Name string
+	// URL is the REDIS_URL of the backend.
+	URL string
+	// Wait makes d pass for the server's expiries and for the store's
+	// clock: a real wait on a real server; FastForward on miniredis.
+	Wait func(d time.Duration)
+	// Now is the clock stores use (time.Now on real servers).
+	Now func() time.Time
+	// ReplicaAck is the stores' wait for a replica (0: none).
+	ReplicaAck time.Duration
+}
+
+var prefixes atomic.Int64
+
+// Open returns a store on b with a fresh key prefix, closed when the test
+// ends.
+func (b Backend) Open(t testing.TB) *store.Store {
+	return b.Instances(t, 1)[0]
+}
+
+// Instances returns n stores, each with its own client, sharing one fresh
+// key prefix: n instances of the service on one Redis.
+func (b Backend) Instances(t testing.TB, n int) []*store.Store {
+	t.Helper()
+	prefix := fmt.Sprintf("{st%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1))
+	out := make([]*store.Store, n)
+	for i := range out {
+		s, err := store.Open(b.URL, store.Options{Prefix: prefix, Now: b.Now, ReplicaAck: b.ReplicaAck})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		out[i] = s
+	}
+	return out
+}
+
+var (
+	actor   = audit.Actor{ID: "1001", Email: "ada@example.com", Team: "Support", Role: "Admin"}
+	subject = audit.Subject{Collection: "users", ID: "42"}
+)
+
+// enc encodes an event of typ with detail, fixed id so tests can compare.
+func enc(t testing.TB, now func() time.Time, typ audit.Type, id, detail string) audit.Encoded {
+	t.Helper()
+	e, err := audit.Encoder{Now: now}.Encode(audit.Event{ID: id, Type: typ, Actor: actor, Subject: subject, TokenID: "jti", Detail: detail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// events returns the ids and details of the audit stream's events, oldest
+// first.
+func events(t testing.TB, s *store.Store) []string {
+	t.Helper()
+	l := audit.NewLog(s, time.Now)
+	var out []string
+	err := l.Range(context.Background(), "-", func(e audit.Entry) bool {
+		out = append(out, e.Event.ID)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func reservation(t testing.TB, b Backend, jti string) store.Reservation {
+	return store.Reservation{
+		JTI:    jti,
+		Grant:  store.Grant{Actor: actor, Subject: subject, Reason: "ticket 1234", ExpiresAt: b.Now().Add(time.Minute).UTC().Truncate(time.Millisecond)},
+		TTL:    time.Minute,
+		Minted: enc(t, b.Now, audit.Minted, "m-"+jti, ""),
+	}
+}
+
+func sess(b Backend, id string, ttl time.Duration) store.Session {
+	start := b.Now().UTC().Truncate(time.Millisecond)
+	return store.Session{ID: id, Actor: actor, Subject: subject, Reason: "ticket 1234", TokenID: "jti",
+		StartedAt: start, ExpiresAt: start.Add(ttl), IP: "192.0.2.1"}
+}
+
+func redemption(t testing.TB, b Backend, jti, sid string, idle, ttl time.Duration) store.Redemption {
+	return store.Redemption{
+		JTI: jti, Session: sess(b, sid, ttl), Idle: idle,
+		Redeemed: enc(t, b.Now, audit.Redeemed, "r-"+sid, ""),
+		Unknown:  enc(t, b.Now, audit.Rejected, "u-"+sid, "unknown"),
+		Consumed: enc(t, b.Now, audit.Rejected, "c-"+sid, "consumed"),
+	}
+}
+
+func lapses(t testing.TB, b Backend, sid string) store.LapseEvents {
+	return store.LapseEvents{
+		Idle:   enc(t, b.Now, audit.Ended, "idle-"+sid, "idle timeout"),
+		Cap:    enc(t, b.Now, audit.Ended, "cap-"+sid, "reached its absolute cap"),
+		Unused: enc(t, b.Now, audit.Ended, "unused-"+sid, "never used"),
+	}
+}
+
+// Run runs the contract against b.
+func Run(t *testing.T, b Backend) {
+	t.Run("ReserveAndItsEventTogether", func(t *testing.T) { testReserve(t, b) })
+	t.Run("ReserveRate", func(t *testing.T) { testReserveRate(t, b) })
+	t.Run("ReserveApprovalOnce", func(t *testing.T) { testApproval(t, b) })
+	t.Run("RedeemOnce", func(t *testing.T) { testRedeemOnce(t, b) })
+	t.Run("RedeemRaceHasOneWinner", func(t *testing.T) { testRedeemRace(t, b) })
+	t.Run("TokenExpiresInRedis", func(t *testing.T) { testTokenExpiry(t, b) })
+	t.Run("TouchIdleEndsWithEvent", func(t *testing.T) { testIdle(t, b) })
+	t.Run("TouchCapEndsWithEvent", func(t *testing.T) { testCap(t, b) })
+	t.Run("EndAndRevoke", func(t *testing.T) { testEnd(t, b) })
+	t.Run("SweeperFindsUntouched", func(t *testing.T) { testDue(t, b) })
+	t.Run("ListSessions", func(t *testing.T) { testList(t, b) })
+	t.Run("CountedFailures", func(t *testing.T) { testCounted(t, b) })
+	t.Run("FoldedDenials", func(t *testing.T) { testFolded(t, b) })
+	t.Run("AppendAndIndexes", func(t *testing.T) { testIndexes(t, b) })
+	t.Run("CheckpointCompareAndAppend", func(t *testing.T) { testCheckpoint(t, b) })
+	t.Run("TrimBothStreamsTogether", func(t *testing.T) { testTrim(t, b) })
+	t.Run("SweepLease", func(t *testing.T) { testLease(t, b) })
+}
+
+func testReserve(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	r := reservation(t, b, "j1")
+	if _, err := s.Reserve(ctx, r); err != nil {
+		t.Fatalf("Reserve: %v", err)
+	}
+	g, st, err := s.Lookup(ctx, "j1")
+	if err != nil || st != store.Live {
+		t.Fatalf("Lookup = %v, %v; want live", st, err)
+	}
+	if diff := cmp.Diff(r.Grant, g); diff != "" {
+		t.Errorf("grant (-want +got):\n%s", diff)
+	}
+	if _, err := s.Reserve(ctx, r); !errors.Is(err, store.ErrDuplicate) {
+		t.Errorf("second Reserve = %v, want ErrDuplicate", err)
+	}
+	if got, want := events(t, s), []string{"m-j1"}; !cmp.Equal(got, want) {
+		t.Errorf("events = %v, want %v (one minted event, none for the duplicate)", got, want)
+	}
+}
+
+func testReserveRate(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	for i := range 3 {
+		r := reservation(t, b, fmt.Sprintf("j%d", i))
+		r.Rate = &store.Limit{N: 2, Window: time.Hour, Who: []string{"mint", "1001"}, Denied: enc(t, b.Now, audit.Denied, fmt.Sprintf("d%d", i), "rate")}
+		_, err := s.Reserve(ctx, r)
+		var rate *store.RateError
+		switch {
+		case i < 2 && err != nil:
+			t.Fatalf("mint %d: %v", i, err)
+		case i == 2 && !errors.As(err, &rate):
+			t.Fatalf("mint 3 = %v, want a RateError", err)
+		case i == 2 && (rate.RetryAfter <= 0 || rate.RetryAfter > time.Hour):
+			t.Errorf("RetryAfter = %s, want within the hour", rate.RetryAfter)
+		}
+	}
+	if _, st, _ := s.Lookup(ctx, "j2"); st != store.Unknown {
+		t.Errorf("the refused mint reserved its id: %v", st)
+	}
+	if got, want := events(t, s), []string{"m-j0", "m-j1", "d2"}; !cmp.Equal(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+}
+
+func testApproval(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	for i := range 2 {
+		r := reservation(t, b, fmt.Sprintf("a%d", i))
+		r.Approval = &store.ApprovalUse{ID: "digest", Until: time.Hour, Denied: enc(t, b.Now, audit.Denied, fmt.Sprintf("ad%d", i), "approval")}
+		_, err := s.Reserve(ctx, r)
+		if i == 0 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && !errors.Is(err, store.ErrApprovalUsed) {
+			t.Fatalf("second use = %v, want ErrApprovalUsed", err)
+		}
+	}
+	if got, want := events(t, s), []string{"m-a0", "ad1"}; !cmp.Equal(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+}
+
+func testRedeemOnce(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	ok, _, err := s.Redeem(ctx, redemption(t, b, "j", "s1", time.Minute, time.Hour))
+	if err != nil || !ok {
+		t.Fatalf("Redeem = %v, %v", ok, err)
+	}
+	ok, st, err := s.Redeem(ctx, redemption(t, b, "j", "s2", time.Minute, time.Hour))
+	if err != nil || ok || st != store.Consumed {
+		t.Fatalf("replay = %v, %v, %v; want refused as consumed", ok, st, err)
+	}
+	ok, st, err = s.Redeem(ctx, redemption(t, b, "never", "s3", time.Minute, time.Hour))
+	if err != nil || ok || st != store.Unknown {
+		t.Fatalf("unknown id = %v, %v, %v; want refused as unknown", ok, st, err)
+	}
+	if _, err := s.GetSession(ctx, "s2"); !errors.Is(err, store.ErrNoSession) {
+		t.Errorf("the refused redemption created s2: %v", err)
+	}
+	got, err := s.GetSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sess(b, "s1", time.Hour).ID, got.ID); diff != "" {
+		t.Errorf("session: %s", diff)
+	}
+	if want := []string{"m-j", "r-s1", "c-s2", "u-s3"}; !cmp.Equal(events(t, s), want) {
+		t.Errorf("events = %v, want %v", events(t, s), want)
+	}
+}
+
+func testRedeemRace(t *testing.T, b Backend) {
+	ctx := context.Background()
+	// Two instances on one Redis race on one token.
+	inst := b.Instances(t, 2)
+	s1 := inst[0]
+	if _, err := s1.Reserve(ctx, reservation(t, b, "race")); err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, _, err := inst[i%2].Redeem(ctx, redemption(t, b, "race", fmt.Sprintf("rs%d", i), time.Minute, time.Hour))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d redemptions won, want exactly 1", wins.Load())
+	}
+	evs := events(t, s1)
+	redeemed, rejected := 0, 0
+	for _, id := range evs {
+		switch {
+		case strings.HasPrefix(id, "r-"):
+			redeemed++
+		case strings.HasPrefix(id, "c-"):
+			rejected++
+		}
+	}
+	if redeemed != 1 || rejected != n-1 {
+		t.Errorf("events: %d redeemed, %d rejected; want 1 and %d", redeemed, rejected, n-1)
+	}
+}
+
+func testTokenExpiry(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	r := reservation(t, b, "short")
+	r.TTL = 300 * time.Millisecond
+	if _, err := s.Reserve(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	b.Wait(500 * time.Millisecond)
+	if _, st, err := s.Lookup(ctx, "short"); err != nil || st != store.Unknown {
+		t.Errorf("after its TTL the id is %v (%v), want unknown: Redis's own expiry", st, err)
+	}
+}
+
+func testIdle(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	const idle = 400 * time.Millisecond
+	if ok, _, err := s.Redeem(ctx, redemption(t, b, "j", "s", idle, time.Hour)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	b.Wait(idle / 2)
+	if _, _, err := s.Touch(ctx, "s"); err != nil {
+		t.Fatalf("touch within idle: %v", err)
+	}
+	b.Wait(idle + 200*time.Millisecond)
+	got, lapse, err := s.Touch(ctx, "s")
+	if !errors.Is(err, store.ErrNoSession) || lapse != store.LapseIdle || got.ID != "s" {
+		t.Fatalf("touch after idle = %q, %q, %v; want the record, idle, ErrNoSession", got.ID, lapse, err)
+	}
+	if l, err := s.EndLapsed(ctx, got, lapses(t, b, "s")); err != nil || l != store.LapseIdle {
+		t.Fatalf("EndLapsed = %q, %v", l, err)
+	}
+	if _, err := s.EndLapsed(ctx, got, lapses(t, b, "s")); !errors.Is(err, store.ErrNoSession) {
+		t.Errorf("second EndLapsed = %v, want ErrNoSession (one end, one event)", err)
+	}
+	if want := []string{"m-j", "r-s", "idle-s"}; !cmp.Equal(events(t, s), want) {
+		t.Errorf("events = %v, want %v", events(t, s), want)
+	}
+	if list, _ := s.Sessions(ctx, ""); len(list) != 0 {
+		t.Errorf("ended session still listed: %v", list)
+	}
+}
+
+func testCap(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := s.Redeem(ctx, redemption(t, b, "j", "s", time.Hour, 500*time.Millisecond)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	for range 3 { // kept busy: the cap still ends it
+		b.Wait(200 * time.Millisecond)
+		s.Touch(ctx, "s")
+	}
+	got, lapse, err := s.Touch(ctx, "s")
+	if !errors.Is(err, store.ErrNoSession) || lapse != store.LapseCap {
+		t.Fatalf("touch past the cap = %q, %v; want cap", lapse, err)
+	}
+	if _, err := s.EndLapsed(ctx, got, lapses(t, b, "s")); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"m-j", "r-s", "cap-s"}; !cmp.Equal(events(t, s), want) {
+		t.Errorf("events = %v, want %v", events(t, s), want)
+	}
+}
+
+func testEnd(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	for _, j := range []string{"j1", "j2"} {
+		if _, err := s.Reserve(ctx, reservation(t, b, j)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Redeem(ctx, redemption(t, b, "j1", "s1", time.Hour, time.Hour))
+	s.Redeem(ctx, redemption(t, b, "j2", "s2", time.Hour, time.Hour))
+	one, _ := s.GetSession(ctx, "s1")
+	if err := s.End(ctx, one, enc(t, b.Now, audit.Ended, "logout-s1", "logout"), lapses(t, b, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.End(ctx, one, enc(t, b.Now, audit.Ended, "again", "logout"), lapses(t, b, "s1")); !errors.Is(err, store.ErrNoSession) {
+		t.Errorf("second End = %v, want ErrNoSession", err)
+	}
+	two, _ := s.GetSession(ctx, "s2")
+	if err := s.End(ctx, two, enc(t, b.Now, audit.Revoked, "revoke-s2", "revoked"), lapses(t, b, "s2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Touch(ctx, "s1"); !errors.Is(err, store.ErrNoSession) {
+		t.Errorf("ended session still touches: %v", err)
+	}
+	if want := []string{"m-j1", "m-j2", "r-s1", "r-s2", "logout-s1", "revoke-s2"}; !cmp.Equal(events(t, s), want) {
+		t.Errorf("events = %v, want %v", events(t, s), want)
+	}
+	if due, _ := s.Due(ctx, 10); len(due) != 0 {
+		t.Errorf("ended sessions left in the deadlines: %v", due)
+	}
+}
+
+func testDue(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	r := redemption(t, b, "j", "s", time.Hour, time.Hour)
+	r.Unused = 300 * time.Millisecond
+	if ok, _, err := s.Redeem(ctx, r); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if due, _ := s.Due(ctx, 10); len(due) != 0 {
+		t.Fatalf("due before its deadline: %v", due)
+	}
+	b.Wait(500 * time.Millisecond)
+	due, err := s.Due(ctx, 10)
+	if err != nil || !cmp.Equal(due, []string{"s"}) {
+		t.Fatalf("Due = %v, %v; want [s]", due, err)
+	}
+	rec, err := s.SessionRecord(ctx, "s")
+	if err != nil {
+		t.Fatalf("the lapsed record is gone before its end was recorded: %v", err)
+	}
+	if l, err := s.EndLapsed(ctx, rec, lapses(t, b, "s")); err != nil || l != store.LapseUnused {
+		t.Fatalf("EndLapsed = %q, %v; want unused", l, err)
+	}
+	if due, _ := s.Due(ctx, 10); len(due) != 0 {
+		t.Errorf("still due after its end: %v", due)
+	}
+	if want := []string{"m-j", "r-s", "unused-s"}; !cmp.Equal(events(t, s), want) {
+		t.Errorf("events = %v, want %v", events(t, s), want)
+	}
+}
+
+func testList(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	for i, admin := range []string{"1001", "1001", "2002"} {
+		j := fmt.Sprintf("j%d", i)
+		r := reservation(t, b, j)
+		if _, err := s.Reserve(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		red := redemption(t, b, j, fmt.Sprintf("s%d", i), time.Hour, time.Duration(i+1)*time.Hour)
+		red.Session.Actor.ID = admin
+		if ok, _, err := s.Redeem(ctx, red); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	all, err := s.Sessions(ctx, "")
+	if err != nil || len(all) != 3 || all[0].ID != "s0" || all[2].ID != "s2" {
+		t.Fatalf("Sessions = %v, %v; want s0, s1, s2 soonest cap first", all, err)
+	}
+	mine, _ := s.Sessions(ctx, "1001")
+	if len(mine) != 2 {
+		t.Errorf("admin 1001 has %d sessions, want 2", len(mine))
+	}
+}
+
+func testCounted(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	l := store.Limit{N: 3, Window: time.Minute, Who: []string{"login", "192.0.2.1"}}
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.AppendCounted(ctx, enc(t, b.Now, audit.Rejected, fmt.Sprintf("f%d", i), "bad"), l)
+			var rate *store.RateError
+			if errors.As(err, &rate) {
+				refused.Add(1)
+			} else if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if refused.Load() != 7 || len(events(t, s)) != 3 {
+		t.Errorf("10 concurrent failures, limit 3: %d refused, %d events; want exactly 7 and 3", refused.Load(), len(events(t, s)))
+	}
+}
+
+func testFolded(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	summary := enc(t, b.Now, audit.Denied, "summary", "folded "+store.FoldedMarker)
+	f := store.Fold{N: 2, Window: 300 * time.Millisecond, Who: []string{"deny", "1001"}, Summary: summary}
+	folded := 0
+	for i := range 5 {
+		ok, err := s.AppendFolded(ctx, enc(t, b.Now, audit.Denied, fmt.Sprintf("d%d", i), "x"), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			folded++
+		}
+	}
+	if folded != 3 {
+		t.Fatalf("folded %d of 5 with N 2, want 3", folded)
+	}
+	b.Wait(400 * time.Millisecond)
+	if _, err := s.AppendFolded(ctx, enc(t, b.Now, audit.Denied, "d5", "x"), f); err != nil {
+		t.Fatal(err)
+	}
+	l := audit.NewLog(s, time.Now)
+	var details []string
+	l.Range(ctx, "-", func(e audit.Entry) bool { details = append(details, e.Event.ID+":"+e.Event.Detail); return true })
+	want := []string{"d0:x", "d1:x", "summary:folded 3", "d5:x"}
+	if !cmp.Equal(details, want) {
+		t.Errorf("events = %v, want %v", details, want)
+	}
+}
+
+func testIndexes(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	for i := range 30 {
+		ev := audit.Event{ID: fmt.Sprintf("e%d", i), Type: audit.Minted, Actor: actor, Subject: audit.Subject{Collection: "users", ID: fmt.Sprint(i % 3)}}
+		if i%10 == 0 {
+			ev.Actor = audit.Actor{ID: "7", Email: "Grace@Example.com"}
+		}
+		e, err := audit.Encoder{Now: b.Now}.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := audit.NewLog(s, time.Now)
+	ids := func(f audit.Filter, limit int) []string {
+		var out []string
+		cursor := ""
+		for {
+			p, err := l.Query(ctx, f, limit, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range p.Events {
+				out = append(out, e.ID)
+			}
+			if p.NextCursor == nil {
+				return out
+			}
+			if len(p.Events) == 0 {
+				t.Fatalf("an empty page with a cursor for %+v", f)
+			}
+			cursor = *p.NextCursor
+		}
+	}
+	if got, want := ids(audit.Filter{Subject: "users:1"}, 4), []string{"e28", "e25", "e22", "e19", "e16", "e13", "e10", "e7", "e4", "e1"}; !cmp.Equal(got, want) {
+		t.Errorf("subject users:1 = %v, want %v", got, want)
+	}
+	if got, want := ids(audit.Filter{Actor: "grace@example.com"}, 2), []string{"e20", "e10", "e0"}; !cmp.Equal(got, want) {
+		t.Errorf("actor by email = %v, want %v", got, want)
+	}
+	if got := ids(audit.Filter{Actor: "7", Subject: "0"}, 10); !cmp.Equal(got, []string{"e0"}) {
+		t.Errorf("actor 7 and subject 0 = %v, want [e0]", got)
+	}
+}
+
+func testCheckpoint(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	ok, err := s.AppendCheckpoint(ctx, "", 1, []byte(`{"seq":1}`))
+	if err != nil || !ok {
+		t.Fatalf("first checkpoint = %v, %v", ok, err)
+	}
+	first, _, _ := s.LastCheckpoint(ctx)
+	if ok, _ := s.AppendCheckpoint(ctx, "", 1, []byte(`{"seq":1}`)); ok {
+		t.Error("a second first checkpoint forked the chain")
+	}
+	if ok, err := s.AppendCheckpoint(ctx, first.ID, 2, []byte(`{"seq":2}`)); err != nil || !ok {
+		t.Fatalf("second checkpoint = %v, %v", ok, err)
+	}
+	if n, _ := s.Sealed(ctx); n != 2 {
+		t.Errorf("Sealed = %d, want 2", n)
+	}
+}
+
+func testTrim(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	var ids []string
+	for i := range 4 {
+		id, err := s.Append(ctx, enc(t, b.Now, audit.Minted, fmt.Sprintf("e%d", i), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	s.AppendCheckpoint(ctx, "", 1, []byte(`{"seq":1}`))
+	cp1, _, _ := s.LastCheckpoint(ctx)
+	s.AppendCheckpoint(ctx, cp1.ID, 2, []byte(`{"seq":2}`))
+	cp2, _, _ := s.LastCheckpoint(ctx)
+	n, err := s.Trim(ctx, ids[2], cp2.ID)
+	if err != nil || n != 2 {
+		t.Fatalf("Trim = %d, %v; want 2 events removed", n, err)
+	}
+	if got := events(t, s); !cmp.Equal(got, []string{"e2", "e3"}) {
+		t.Errorf("events after trim = %v", got)
+	}
+	cps, _ := s.Checkpoints(ctx, "-", "+", 10)
+	if len(cps) != 1 || cps[0].ID != cp2.ID {
+		t.Errorf("checkpoints after trim = %v, want only the anchor", cps)
+	}
+}
+
+func testLease(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if ok, err := s.SweepLease(ctx, "a", 300*time.Millisecond); !ok || err != nil {
+		t.Fatalf("a takes the lease: %v, %v", ok, err)
+	}
+	if ok, _ := s.SweepLease(ctx, "b", time.Second); ok {
+		t.Fatal("b took a lease a holds")
+	}
+	if ok, _ := s.SweepLease(ctx, "a", 300*time.Millisecond); !ok {
+		t.Fatal("a could not renew its lease")
+	}
+	b.Wait(500 * time.Millisecond)
+	if ok, _ := s.SweepLease(ctx, "b", time.Second); !ok {
+		t.Fatal("b could not take the lease a let lapse")
+	}
+}

@@ -1,0 +1,286 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/audit"
+)
+
+// Grant is what a minted token allows, kept server-side under its jti until
+// it is redeemed or expires: everything the later audit events and the
+// session need that the token itself does not carry.
+type Grant struct {
+	Actor     audit.Actor   `json:"actor"`
+	Requester *audit.Actor  `json:"requester,omitempty"`
+	Subject   audit.Subject `json:"subject"`
+	Reason    string        `json:"reason,omitempty"`
+	ExpiresAt time.Time     `json:"expires_at"`
+}
+
+// Reservation is one mint: the token id, its grant and lifetime, its
+// impersonation.minted event, and what is counted and checked with it.
+type Reservation struct {
+	JTI    string
+	Grant  Grant
+	TTL    time.Duration
+	Minted audit.Encoded
+	// Rate, when set, counts this mint against the admin's rate; over it,
+	// Rate.Denied is appended instead and nothing is reserved.
+	Rate *Limit
+	// Approval, when set, marks a Forest approval request used; an approval
+	// used before refuses the mint and appends Approval.Denied instead.
+	Approval *ApprovalUse
+}
+
+// Limit is a fixed-window rate counted in the same atomic step as the
+// change it limits.
+type Limit struct {
+	N      int
+	Window time.Duration
+	Who    []string      // the counter's name parts, e.g. "mint", admin id
+	Denied audit.Encoded // appended when the limit refuses
+}
+
+// ApprovalUse marks one approval request used until it could no longer be
+// replayed.
+type ApprovalUse struct {
+	ID     string // a digest of the approval request
+	Until  time.Duration
+	Denied audit.Encoded
+}
+
+// RateError is returned when a rate limit refuses; its Denied event was
+// appended and nothing else changed.
+type RateError struct{ RetryAfter time.Duration }
+
+func (e *RateError) Error() string {
+	return fmt.Sprintf("store: rate limit reached, retry in %s", e.RetryAfter)
+}
+
+// ErrApprovalUsed: the approval request was used before. Its denied event
+// was appended and nothing was reserved.
+var ErrApprovalUsed = errors.New("store: approval request already used")
+
+// reserveScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] rate
+// counter, KEYS[4] approval key; ARGV[1] grant JSON, ARGV[2] TTL (ms),
+// ARGV[3..4] minted event, ARGV[5] rate limit (0: none), ARGV[6] rate window
+// (ms), ARGV[7..8] event when the rate refuses, ARGV[9] approval TTL (ms, 0:
+// none), ARGV[10..11] event when the approval was used.
+// The rate is counted, the approval used, the token id reserved and its
+// event appended in one atomic step: one round trip for the whole mint.
+var reserveScript = lua(luaEmit + `
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[3])
+  local ttl = redis.call('PTTL', KEYS[3])
+  if n == 1 or ttl < 0 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[6])
+    ttl = tonumber(ARGV[6])
+  end
+  if n > limit then
+    emit(ARGV[7], ARGV[8])
+    return {$CODE_RATE, tostring(ttl)}
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {$CODE_DUPLICATE, ''}
+end
+if tonumber(ARGV[9]) > 0 then
+  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[9]) then
+    emit(ARGV[10], ARGV[11])
+    return {$CODE_APPROVAL, ''}
+  end
+end
+local id = emit(ARGV[3], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {$CODE_OK, id}
+`)
+
+// Reserve stores r.JTI as a single-use token id holding its grant until the
+// TTL passes, and appends r.Minted in the same atomic step: the token id is
+// never stored without its audit event, nor the event without the id. It
+// returns the audit stream id of the minted event.
+func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
+	if r.JTI == "" || r.TTL <= 0 {
+		return "", errors.New("store: reserve needs a token id and a positive TTL")
+	}
+	grant, err := json.Marshal(r.Grant)
+	if err != nil {
+		return "", err
+	}
+	rateKey, limit, window, denied := s.key(keyRate, "none"), 0, int64(0), audit.Encoded{}
+	if l := r.Rate; l != nil && l.N > 0 {
+		rateKey, limit, window, denied = s.key(append([]string{keyRate}, l.Who...)...), l.N, l.Window.Milliseconds(), l.Denied
+	}
+	approvalKey, approvalTTL, approvalDenied := s.key(keyApproval, "none"), int64(0), audit.Encoded{}
+	if a := r.Approval; a != nil {
+		approvalKey, approvalTTL, approvalDenied = s.key(keyApproval, a.ID), max(a.Until.Milliseconds(), 1), a.Denied
+	}
+	args := []any{string(grant), r.TTL.Milliseconds()}
+	args = append(args, eventArgs(r.Minted)...)
+	args = append(args, limit, window)
+	args = append(args, eventArgs(denied)...)
+	args = append(args, approvalTTL)
+	args = append(args, eventArgs(approvalDenied)...)
+	code, payload, err := pair(s.run(ctx, reserveScript,
+		[]string{s.key(keyAudit), s.key(keyToken, r.JTI), rateKey, approvalKey}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return "", fmt.Errorf("store: reserve: %w", err)
+	}
+	switch code {
+	case codeDuplicate:
+		return "", ErrDuplicate
+	case codeRate:
+		ms, _ := strconv.ParseInt(payload, 10, 64)
+		return "", &RateError{RetryAfter: time.Duration(ms) * time.Millisecond}
+	case codeApproval:
+		return "", ErrApprovalUsed
+	}
+	return payload, err
+}
+
+// State is where a token id stands.
+type State int
+
+// States of a token id.
+const (
+	Unknown  State = iota // never reserved, or expired
+	Live                  // reserved and not yet redeemed
+	Consumed              // redeemed; kept until it would have expired
+)
+
+func (st State) String() string {
+	switch st {
+	case Live:
+		return "live"
+	case Consumed:
+		return "consumed"
+	}
+	return "unknown"
+}
+
+// Lookup returns the grant of jti and its state, without changing anything.
+func (s *Store) Lookup(ctx context.Context, jti string) (Grant, State, error) {
+	v, err := s.rdb.Get(ctx, s.key(keyToken, jti)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Grant{}, Unknown, nil
+	}
+	if err != nil {
+		return Grant{}, Unknown, fmt.Errorf("store: lookup: %w", err)
+	}
+	st := Live
+	if rest, ok := strings.CutPrefix(v, consumedMark); ok {
+		st, v = Consumed, rest
+	}
+	var g Grant
+	if err := json.Unmarshal([]byte(v), &g); err != nil {
+		return Grant{}, Unknown, fmt.Errorf("store: grant of %s: %w", jti, err)
+	}
+	return g, st, nil
+}
+
+// Redemption is one login: the token id it consumes, the session it opens,
+// and the events of each outcome.
+type Redemption struct {
+	JTI     string
+	Session Session
+	Idle    time.Duration // idle timeout
+	// Unused, when positive, ends the session as "never used" if no
+	// request presents it within this time of its start.
+	Unused   time.Duration
+	Redeemed audit.Encoded // on success
+	Unknown  audit.Encoded // the id was never minted, or expired
+	Consumed audit.Encoded // the id was redeemed before: a replay
+}
+
+// redeemScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] session
+// key, KEYS[4] session index, KEYS[5] the admin's session index, KEYS[6]
+// session deadlines; ARGV[1] session JSON, ARGV[2] now (ms), ARGV[3] cap
+// (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0: none), ARGV[6]
+// record TTL (ms), ARGV[7] first deadline (ms), ARGV[8] session id,
+// ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
+// ARGV[13..14] event when already consumed.
+// Consumes the token id, creates the session and its index entries and
+// audits, in one step.
+var redeemScript = lua(luaEmit + `
+local v = redis.call('GET', KEYS[2])
+if not v then
+  emit(ARGV[11], ARGV[12])
+  return {$CODE_UNKNOWN, ''}
+end
+if string.sub(v, 1, 1) == $CONSUMED then
+  emit(ARGV[13], ARGV[14])
+  return {$CODE_CONSUMED, ''}
+end
+redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
+redis.call('HSET', KEYS[3], $FIELD_RECORD, ARGV[1], $FIELD_SEEN, ARGV[2], $FIELD_CAP, ARGV[3], $FIELD_IDLE, ARGV[4], $FIELD_UNUSED, ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[8])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[8])
+redis.call('ZADD', KEYS[6], ARGV[7], ARGV[8])
+local id = emit(ARGV[9], ARGV[10])
+return {$CODE_OK, id}
+`)
+
+// Redeem consumes r.JTI exactly once, across every instance sharing this
+// Redis, and in the same atomic step creates r.Session and appends
+// r.Redeemed. When the id is unknown or expired, or already consumed,
+// nothing is created and the matching event is appended. It reports
+// whether the session was opened and, if not, the token id's state.
+func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
+	sess := r.Session
+	rec, err := json.Marshal(sess)
+	if err != nil {
+		return false, Unknown, err
+	}
+	now := s.now()
+	unused := int64(0)
+	if r.Unused > 0 {
+		unused = ms(now.Add(r.Unused))
+	}
+	d := deadline(ms(now), ms(sess.ExpiresAt), r.Idle.Milliseconds(), unused)
+	args := []any{string(rec), ms(now), ms(sess.ExpiresAt), r.Idle.Milliseconds(), unused,
+		recordTTL(ms(now), d, r.Idle.Milliseconds()), d, sess.ID}
+	for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed} {
+		args = append(args, eventArgs(e)...)
+	}
+	code, _, err := pair(s.run(ctx, redeemScript, []string{s.key(keyAudit), s.key(keyToken, r.JTI),
+		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
+	}
+	switch code {
+	case codeOK:
+		return true, Live, err
+	case codeConsumed:
+		return false, Consumed, err
+	}
+	return false, Unknown, err
+}
+
+// deadline is when a session lapses unless seen again: its idle end, its
+// cap, or its "never used" deadline, whichever comes first (ms).
+func deadline(seen, capAt, idle, unused int64) int64 {
+	d := min(seen+idle, capAt)
+	if unused > 0 {
+		d = min(d, unused)
+	}
+	return d
+}
+
+// recordTTL is how long Redis keeps a session record unseen: past its
+// deadline by a grace of one idle timeout (at least a minute), so that the
+// request or the sweeper that finds it lapsed can still read it and record
+// its end. Redis's own expiry never ends a session silently.
+func recordTTL(now, deadline, idle int64) int64 {
+	grace := max(idle, time.Minute.Milliseconds())
+	return max(deadline-now, 0) + grace
+}
