@@ -55,7 +55,6 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		return errUsage
 	}
 	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	q := url.Values{}
 	filters := []string{}
 	switch args[0] {
@@ -80,10 +79,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	jwks := fs.String("jwks", "", "verify: the service's JWKS (URL or file) instead of the keys folder")
 	witness := fs.String("witness", "", "verify: an export or log kept outside Redis")
 	interval := fs.Duration("checkpoint-interval", envDuration(getenv, "IMPERSONATOR_CHECKPOINT_INTERVAL", time.Minute), "verify: the service's checkpoint interval")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, auditUsage)
-		}
+	if err := parseFlags(fs, args[1:], auditUsage, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

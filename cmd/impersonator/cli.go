@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/impersonator/impersonator/internal/store"
@@ -28,4 +31,23 @@ func openStore(ctx context.Context, getenv func(string) string) (*store.Store, e
 		return nil, err
 	}
 	return st, nil
+}
+
+// parseFlags parses args into fs without printing: a bad flag comes back
+// as an error that main prints once; --help prints usage and fs's flags to
+// stdout and returns flag.ErrHelp (exit 0).
+func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fmt.Fprintln(stdout, "\nFlags:")
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w (see impersonator %s --help)", fs.Name(), err, fs.Name())
+	}
+	return nil
 }

@@ -51,7 +51,7 @@ func keysCommand(args []string, getenv func(string) string, now func() time.Time
 	}
 	sub := args[0]
 	set := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
-	set.SetOutput(stderr)
+	set.SetOutput(io.Discard) // errors are returned, and printed once by main
 	defDir := getenv("IMPERSONATOR_KEYS_DIR")
 	if defDir == "" {
 		defDir = "keys"
@@ -90,7 +90,10 @@ func parseInterspersed(set *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := set.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s: %w (see impersonator keys --help)", set.Name(), err)
 		}
 		if set.NArg() == 0 {
 			return pos, nil

@@ -32,9 +32,8 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sessions "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	actor := fs.String("actor", "", "admin id")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:], sessionsUsage, stdout); err != nil {
 		return err
 	}
 	st, err := openStore(ctx, getenv)

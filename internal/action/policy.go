@@ -178,6 +178,26 @@ func (p *Policy) check(a Admin, t target) (rule, detail string) {
 		return ruleCollection, fmt.Sprintf("collection %q is not in collections", t.Collection)
 	case slices.Contains(p.Never[t.Collection], t.ID):
 		return ruleNever, fmt.Sprintf("%s %s is listed in never", t.Collection, t.ID)
+	case slices.Contains(p.Never[t.Collection], leadingInteger(t.ID)):
+		return ruleNever, fmt.Sprintf("%s %s reads as %s (Rails' to_i, JavaScript's parseInt), which is listed in never", t.Collection, t.ID, leadingInteger(t.ID))
 	}
 	return "", ""
+}
+
+// leadingInteger is the integer an app reads from the start of id ("1" of
+// "1-slug" or "1abc", as Rails' to_i and JavaScript's parseInt do), or ""
+// when id is not a longer string that starts with one.
+func leadingInteger(id string) string {
+	n := 0
+	if strings.HasPrefix(id, "-") {
+		n = 1
+	}
+	start := n
+	for n < len(id) && id[n] >= '0' && id[n] <= '9' {
+		n++
+	}
+	if n == start || n == len(id) {
+		return ""
+	}
+	return id[:n]
 }

@@ -236,8 +236,11 @@ func TestKeysetLoadAndRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := os.Stat(filepath.Join(dir, old.File))
-	if err != nil || info.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode = %v, %v; want 0600", info.Mode().Perm(), err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode = %v, want 0600", info.Mode().Perm())
 	}
 	ks, err := token.LoadDir(dir)
 	if err != nil {
