@@ -61,6 +61,7 @@ func newInstance(t testing.TB, url, prefix string, env map[string]string, policy
 		"FOREST_ENV_SECRET":       envSecret,
 		"IMPERSONATOR_PUBLIC_URL": publicURL,
 		"IMPERSONATOR_APP_URL":    appURL,
+		"IMPERSONATOR_DELIVERY":   "webhook", // the seed's answer; auto's is its own case
 	}
 	for k, v := range env {
 		vars[k] = v
@@ -179,13 +180,30 @@ func extractToken(t *testing.T, body string) string {
 	return ""
 }
 
-// checkGolden compares body, with its token replaced by <token>, with
+// redirectToken returns the token in an answer's redirectTo fragment.
+func redirectToken(t *testing.T, body string) string {
+	t.Helper()
+	var a struct {
+		RedirectTo string `json:"redirectTo"`
+	}
+	if err := json.Unmarshal([]byte(body), &a); err != nil {
+		t.Fatal(err)
+	}
+	_, frag, _ := strings.Cut(a.RedirectTo, "#token=")
+	return frag
+}
+
+// checkGolden compares body, with its token replaced by <token> (and a
+// second, redirect credential by <redirect token>), with
 // testdata/answers/name.
 func checkGolden(t *testing.T, name, body, tok string) {
 	t.Helper()
 	got := body
 	if tok != "" {
 		got = strings.ReplaceAll(body, tok, "<token>")
+		if r := redirectToken(t, body); r != "" && r != tok {
+			got = strings.ReplaceAll(got, r, "<redirect token>")
+		}
 	}
 	path := filepath.Join("testdata", "answers", name)
 	if *update {
@@ -233,6 +251,9 @@ func TestAction(t *testing.T) {
 		{name: "webhook delivery, legacy path", path: legacyPath, bearer: forestJWT(t, authSecret, nodeAdmin()),
 			body: readTestdata(t, "requests/legacy-users-42.json"), status: 200, golden: "webhook.json",
 			minted: &audit.Event{Actor: ada, Subject: u42, Reason: "ticket 1234"}},
+		{name: "auto delivery", env: map[string]string{"IMPERSONATOR_DELIVERY": "auto"}, path: legacyPath,
+			bearer: forestJWT(t, authSecret, nodeAdmin()), body: readTestdata(t, "requests/legacy-users-42.json"),
+			status: 200, golden: "auto.json", minted: &audit.Event{Actor: ada, Subject: u42, Reason: "ticket 1234"}},
 		{name: "redirect delivery", env: map[string]string{"IMPERSONATOR_DELIVERY": "redirect"}, path: legacyPath,
 			bearer: forestJWT(t, authSecret, nodeAdmin()), body: readTestdata(t, "requests/legacy-users-42.json"),
 			status: 200, golden: "redirect.json", minted: &audit.Event{Actor: ada, Subject: u42, Reason: "ticket 1234"}},
@@ -328,8 +349,21 @@ func TestAction(t *testing.T) {
 				m.Type, m.TokenID, m.Time = audit.Minted, c.ID, t0
 				m.IP, m.UserAgent = "192.0.2.1", "forest-ui-test"
 				m.Detail = "delivery webhook"
-				if tc.env["IMPERSONATOR_DELIVERY"] == "redirect" {
+				switch tc.env["IMPERSONATOR_DELIVERY"] {
+				case "redirect":
 					m.Detail = "delivery redirect"
+				case "auto":
+					// The redirect credential is a second token of the same
+					// grant, with its own id, single-use too.
+					second := redirectToken(t, rec.Body.String())
+					c2, err := f.verifier.Verify(token.Impersonation, second)
+					if err != nil || c2.ID == c.ID || c2.Subject != c.Subject {
+						t.Fatalf("redirect credential: %v, id %s (webhook's %s)", err, c2.ID, c.ID)
+					}
+					if _, st, err := f.store.Lookup(context.Background(), c2.ID); err != nil || st != store.Live {
+						t.Errorf("redirect credential %s is %v (%v), want live", c2.ID, st, err)
+					}
+					m.Detail = "delivery auto: webhook credential " + c.ID + ", redirect credential " + c2.ID
 				}
 				want = []audit.Event{m}
 				if _, st, err := f.store.Lookup(context.Background(), c.ID); err != nil || st != store.Live {

@@ -114,6 +114,19 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 		Grant: store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, ExpiresAt: issued.ExpiresAt.Time},
 		TTL:   o.TokenTTL,
 	}
+	var second string // auto delivery: the redirect credential
+	if o.Delivery == config.Auto {
+		var issuedR *token.Claims
+		if second, issuedR, err = o.Issuer.Issue(token.Impersonation, claims, o.TokenTTL); err != nil {
+			return public(err)
+		}
+		grantID := token.NewJTI()
+		rg := res.Grant
+		res.Grant.GrantID, res.Grant.Credential, res.Grant.PairJTI = grantID, store.CredentialWebhook, issuedR.ID
+		rg.GrantID, rg.Credential, rg.PairJTI = grantID, store.CredentialRedirect, issued.ID
+		res.Pair = &store.Pair{JTI: issuedR.ID, Grant: rg}
+		minted.Detail = "delivery auto: webhook credential " + issued.ID + ", redirect credential " + issuedR.ID
+	}
 	if res.Minted, err = o.Events.Encode(minted); err != nil {
 		return public(err)
 	}
@@ -149,7 +162,7 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	o.Log.InfoContext(r.Context(), "impersonation minted",
 		"request_id", ev.RequestID, "jti", issued.ID, "actor", admin.ID, "collection", t.Collection, "subject", t.ID)
-	httpx.WriteJSON(w, http.StatusOK, o.answer(raw, t))
+	httpx.WriteJSON(w, http.StatusOK, o.answer(raw, second, t))
 	return nil
 }
 
@@ -269,7 +282,10 @@ type redirectAnswer struct {
 	RedirectTo string `json:"redirectTo"`
 }
 
-func (o *Options) answer(raw string, t target) any {
+// answer is the action's 200: the webhook answer (webhook and auto
+// delivery; auto's redirectTo opens the start page with the second
+// credential) or the redirect answer.
+func (o *Options) answer(raw, second string, t target) any {
 	success := "Impersonating " + t.Collection + " " + t.ID
 	if o.Delivery == config.Redirect {
 		return redirectAnswer{Success: success, RedirectTo: o.PublicURL + "/impersonation/start#token=" + raw}
@@ -280,6 +296,9 @@ func (o *Options) answer(raw string, t target) any {
 	a.Webhook.Headers = map[string]string{"Content-Type": "application/json"}
 	a.Webhook.Body.Token = raw
 	a.Success, a.RedirectTo = success, o.AppURL
+	if second != "" {
+		a.RedirectTo = o.PublicURL + "/impersonation/start#token=" + second
+	}
 	return a
 }
 

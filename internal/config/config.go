@@ -133,7 +133,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_KEYS_DIR", "keys-dir", "keys", "signing keys folder"},
 	{"FOREST_AUTH_SECRET", "forest-auth-secret", "", "Forest auth secret (HS256); required to serve the Forest route"},
 	{"FOREST_ENV_SECRET", "forest-env-secret", "", "Forest env secret; enables approval requests"},
-	{"IMPERSONATOR_DELIVERY", "delivery", "webhook", "webhook, redirect or auto"},
+	{"IMPERSONATOR_DELIVERY", "delivery", "auto", "auto (webhook, then the start page if the cookie was dropped), webhook or redirect"},
 	{"IMPERSONATOR_TOKEN_TTL", "token-ttl", "60s", "impersonation token lifetime, at most 5m"},
 	{"IMPERSONATOR_SESSION_TTL", "session-ttl", "30m", "absolute session cap, never extended"},
 	{"IMPERSONATOR_SESSION_IDLE", "session-idle", "10m", "session idle timeout"},

@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		AppURL:             "http://localhost:3000",
 		Audience:           "http://localhost:3000",
 		KeysDir:            "keys",
-		Delivery:           Webhook,
+		Delivery:           Auto,
 		TokenTTL:           60 * time.Second,
 		SessionTTL:         30 * time.Minute,
 		SessionIdle:        10 * time.Minute,

@@ -28,6 +28,14 @@ type Store interface {
 	Lookup(ctx context.Context, jti string) (store.Grant, store.State, error)
 	Redeem(ctx context.Context, r store.Redemption) (bool, store.State, error)
 	AppendCounted(ctx context.Context, ev audit.Encoded, l store.Limit) error
+	GrantSession(ctx context.Context, grantID string) (store.GrantSession, error)
+	Discard(ctx context.Context, jti, grantID, sid string, ev, unknown, consumed audit.Encoded) (store.State, error)
+	GetSession(ctx context.Context, sid string) (store.Session, error)
+}
+
+// Sessions reads the session cookie a request carries.
+type Sessions interface {
+	Claims(r *http.Request) (*token.Claims, bool)
 }
 
 // Issuer signs session tokens.
@@ -47,6 +55,7 @@ type Options struct {
 	Issuer      Issuer
 	Verifier    Verifier
 	Cookie      session.Cookie
+	Sessions    Sessions
 	Events      audit.Encoder
 	PublicURL   string
 	AppURL      string
@@ -137,6 +146,10 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	rej.Detail = "unknown token id: never minted here, or expired in the store"
 	replay := rej
 	replay.Detail = "replayed: token already redeemed"
+	if g.GrantID != "" {
+		redeemed.Detail = credentialName(g.Credential)
+		replay.Detail = "replayed: token already redeemed (" + credentialName(g.Credential) + ")"
+	}
 	for _, x := range []struct {
 		dst *audit.Encoded
 		ev  audit.Event
@@ -147,7 +160,21 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
-	ok, _, err := h.o.Store.Redeem(wctx, red)
+	var ok bool
+	if g.GrantID == "" || st != store.Live {
+		ok, _, err = h.o.Store.Redeem(wctx, red)
+	} else {
+		var discarded bool
+		ok, discarded, err = h.redeemAuto(wctx, r, g, ev, red, form)
+		if discarded {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, h.o.AppURL, http.StatusSeeOther)
+			return nil
+		}
+	}
+	if errors.Is(err, store.ErrFirstParty) {
+		return errInvalid(err)
+	}
 	if err != nil {
 		return httpx.Unavailable(err)
 	}
@@ -276,4 +303,91 @@ func Bucket(ip string) string {
 	}
 	p, _ := a.Prefix(64)
 	return p.String()
+}
+
+func credentialName(c string) string {
+	if c == store.CredentialRedirect {
+		return "redirect credential"
+	}
+	return "webhook credential"
+}
+
+// redeemAuto redeems one credential of an auto-delivery grant so that the
+// grant keeps at most one live session, whatever the order the two arrive
+// in:
+//   - the redirect credential (R), presented by the start page, first-party:
+//     if the browser holds the grant's live session (the webhook's cookie was
+//     kept), R is discarded ("not needed"); otherwise it opens the session,
+//     ending the webhook's session (superseded: the browser dropped its
+//     cookie) in the same step;
+//   - the webhook credential (W): refused once the grant's session was opened
+//     first-party.
+//
+// The grant is read, then changed in one script that checks it is still as
+// read; a change meanwhile (the other credential arriving) is read again.
+func (h *Handler) redeemAuto(ctx context.Context, r *http.Request, g store.Grant, ev audit.Event, red store.Redemption, form bool) (ok, discarded bool, err error) {
+	for range 3 {
+		seen, err := h.o.Store.GrantSession(ctx, g.GrantID)
+		if err != nil {
+			return false, false, err
+		}
+		if g.Credential == store.CredentialRedirect && seen.SID != "" && h.holds(ctx, r, seen.SID) {
+			d := ev
+			d.Type, d.SessionID = audit.Rejected, seen.SID
+			d.Detail = "redirect credential not needed: the webhook's cookie was kept"
+			enc, err := h.o.Events.Encode(d)
+			if err != nil {
+				return false, false, err
+			}
+			st, err := h.o.Store.Discard(ctx, red.JTI, g.GrantID, seen.SID, enc, red.Unknown, red.Consumed)
+			if errors.Is(err, store.ErrGrantChanged) {
+				continue
+			}
+			return false, err == nil && st == store.Live, err
+		}
+		a := &store.AutoRedemption{Grant: g, Seen: seen}
+		if seen.SID != "" && seen.By == store.CredentialWebhook {
+			end := ev
+			end.Type, end.SessionID, end.TokenID = audit.Ended, seen.SID, g.PairJTI
+			end.Detail = "superseded: the browser did not keep the webhook's cookie"
+			if a.Superseded, err = h.o.Events.Encode(end); err != nil {
+				return false, false, err
+			}
+			red.Redeemed, err = h.o.Events.Encode(withDetail(ev, audit.Redeemed, red.Session.ID, "redirect credential: the browser did not keep the webhook's cookie; its session was superseded"))
+			if err != nil {
+				return false, false, err
+			}
+		}
+		fp := ev
+		fp.Type = audit.Rejected
+		fp.Detail = "webhook credential refused: the grant's session was opened first-party (redirect credential) already"
+		if a.FirstParty, err = h.o.Events.Encode(fp); err != nil {
+			return false, false, err
+		}
+		red.Auto = a
+		ok, _, err := h.o.Store.Redeem(ctx, red)
+		if errors.Is(err, store.ErrGrantChanged) {
+			continue
+		}
+		return ok, false, err
+	}
+	return false, false, errors.New("login: the grant kept changing")
+}
+
+func withDetail(ev audit.Event, typ audit.Type, sid, detail string) audit.Event {
+	ev.Type, ev.SessionID, ev.Detail = typ, sid, detail
+	return ev
+}
+
+// holds reports whether r carries the live session sid (its cookie).
+func (h *Handler) holds(ctx context.Context, r *http.Request, sid string) bool {
+	if h.o.Sessions == nil {
+		return false
+	}
+	c, ok := h.o.Sessions.Claims(r)
+	if !ok || c.SID != sid {
+		return false
+	}
+	_, err := h.o.Store.GetSession(ctx, sid)
+	return err == nil
 }

@@ -97,7 +97,7 @@ func addRoutes(r chi.Router, d Deps) {
 		Unused:  func() { m.unused.Inc() },
 	})
 	lh := login.New(login.Options{
-		Log: d.Log, Store: d.Store, Issuer: d.Issuer, Verifier: d.Verifier, Cookie: cookie, Events: events,
+		Log: d.Log, Store: d.Store, Issuer: d.Issuer, Verifier: d.Verifier, Cookie: cookie, Sessions: sessions, Events: events,
 		PublicURL: s.PublicURL, AppURL: s.AppURL, SessionTTL: s.SessionTTL, SessionIdle: s.SessionIdle,
 		Unused: s.SessionUnused, LoginRate: s.LoginRate,
 	})

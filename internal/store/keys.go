@@ -25,6 +25,7 @@ const (
 	keyRate           = "rate"              // rate:<kind>:<who> → fixed-window counter
 	keySweepLease     = "sweep-lease"       // who sweeps lapsed sessions now
 	keyCheckpointSeal = "audit:sealed"      // the newest checkpoint's seq, never lowered
+	keyGrant          = "grant"             // grant:<id> → hash: the one live session of an auto-delivery grant
 )
 
 // Stream field names.
@@ -42,6 +43,18 @@ const (
 	fieldUnused = "unu"  // "never used" deadline, ms since the epoch; 0 once used or when off
 )
 
+// Grant hash fields (auto delivery).
+const (
+	fieldGrantSession = "sid" // the grant's session
+	fieldGrantBy      = "by"  // the credential that opened it: CredentialWebhook or CredentialRedirect
+)
+
+// The two credentials of an auto-delivery grant.
+const (
+	CredentialWebhook  = "W" // in the webhook body; its cookie may be dropped as third-party
+	CredentialRedirect = "R" // in redirectTo's fragment; redeemed first-party by the start page
+)
+
 // consumedMark prefixes the grant of a redeemed token id: it is kept until
 // the token would have expired, so a replay is told from an unknown id.
 const consumedMark = "x"
@@ -56,8 +69,9 @@ const (
 	codeRace      = 6 // a compare-and-append lost to another writer
 	codeNone      = 7 // no such session
 	codeLapsed    = 8 // the session was found idle, past its cap, or never used
-	codeApproval  = 9 // reserve: the approval was already used
-	codeMismatch  = 10
+	codeApproval  = 9  // reserve: the approval was already used
+	codeFirstP    = 10 // redeem W: the grant's session was opened first-party already
+	codeDiscarded = 11 // redeem R: not needed, the webhook's session is live in this browser
 )
 
 // lua builds a script from src, replacing each $NAME with the constant of
@@ -84,7 +98,12 @@ var luaReplacer = strings.NewReplacer(
 	"$CODE_NONE", strconv.Itoa(codeNone),
 	"$CODE_LAPSED", strconv.Itoa(codeLapsed),
 	"$CODE_APPROVAL", strconv.Itoa(codeApproval),
-	"$CODE_MISMATCH", strconv.Itoa(codeMismatch),
+	"$CODE_FIRSTPARTY", strconv.Itoa(codeFirstP),
+	"$CODE_DISCARDED", strconv.Itoa(codeDiscarded),
+	"$FIELD_GRANT_SESSION", quote(fieldGrantSession),
+	"$FIELD_GRANT_BY", quote(fieldGrantBy),
+	"$CRED_W", quote(CredentialWebhook),
+	"$CRED_R", quote(CredentialRedirect),
 )
 
 func quote(s string) string { return "'" + s + "'" }

@@ -23,6 +23,11 @@ type Grant struct {
 	Subject   audit.Subject `json:"subject"`
 	Reason    string        `json:"reason,omitempty"`
 	ExpiresAt time.Time     `json:"expires_at"`
+	// Auto delivery: the grant both credentials belong to, and which one
+	// this is (CredentialWebhook or CredentialRedirect).
+	GrantID    string `json:"grant,omitempty"`
+	Credential string `json:"cred,omitempty"`
+	PairJTI    string `json:"pair,omitempty"` // the other credential's token id
 }
 
 // Reservation is one mint: the token id, its grant and lifetime, its
@@ -38,6 +43,15 @@ type Reservation struct {
 	// Approval, when set, marks a Forest approval request used; an approval
 	// used before refuses the mint and appends Approval.Denied instead.
 	Approval *ApprovalUse
+	// Pair, when set, is a second credential of the same grant (auto
+	// delivery), reserved in the same step.
+	Pair *Pair
+}
+
+// Pair is the second credential of an auto-delivery grant.
+type Pair struct {
+	JTI   string
+	Grant Grant
 }
 
 // Limit is a fixed-window rate counted in the same atomic step as the
@@ -70,10 +84,11 @@ func (e *RateError) Error() string {
 var ErrApprovalUsed = errors.New("store: approval request already used")
 
 // reserveScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] rate
-// counter, KEYS[4] approval key; ARGV[1] grant JSON, ARGV[2] TTL (ms),
-// ARGV[3..4] minted event, ARGV[5] rate limit (0: none), ARGV[6] rate window
-// (ms), ARGV[7..8] event when the rate refuses, ARGV[9] approval TTL (ms, 0:
-// none), ARGV[10..11] event when the approval was used.
+// counter, KEYS[4] approval key, KEYS[5] the pair's token key; ARGV[1]
+// grant JSON, ARGV[2] TTL (ms), ARGV[3..4] minted event, ARGV[5] rate limit
+// (0: none), ARGV[6] rate window (ms), ARGV[7..8] event when the rate
+// refuses, ARGV[9] approval TTL (ms, 0: none), ARGV[10..11] event when the
+// approval was used, ARGV[12] the pair's grant JSON ("": no pair).
 // The rate is counted, the approval used, the token id reserved and its
 // event appended in one atomic step: one round trip for the whole mint.
 var reserveScript = lua(luaEmit + `
@@ -90,7 +105,7 @@ if limit > 0 then
     return {$CODE_RATE, tostring(ttl)}
   end
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[2]) == 1 or (ARGV[12] ~= '' and redis.call('EXISTS', KEYS[5]) == 1) then
   return {$CODE_DUPLICATE, ''}
 end
 if tonumber(ARGV[9]) > 0 then
@@ -101,6 +116,7 @@ if tonumber(ARGV[9]) > 0 then
 end
 local id = emit(ARGV[3], ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if ARGV[12] ~= '' then redis.call('SET', KEYS[5], ARGV[12], 'PX', ARGV[2]) end
 return {$CODE_OK, id}
 `)
 
@@ -124,14 +140,23 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	if a := r.Approval; a != nil {
 		approvalKey, approvalTTL, approvalDenied = s.key(keyApproval, a.ID), max(a.Until.Milliseconds(), 1), a.Denied
 	}
+	pairKey, pairGrant := s.key(keyToken, "none"), ""
+	if p := r.Pair; p != nil {
+		b, err := json.Marshal(p.Grant)
+		if err != nil {
+			return "", err
+		}
+		pairKey, pairGrant = s.key(keyToken, p.JTI), string(b)
+	}
 	args := []any{string(grant), r.TTL.Milliseconds()}
 	args = append(args, eventArgs(r.Minted)...)
 	args = append(args, limit, window)
 	args = append(args, eventArgs(denied)...)
 	args = append(args, approvalTTL)
 	args = append(args, eventArgs(approvalDenied)...)
+	args = append(args, pairGrant)
 	code, payload, err := pair(s.run(ctx, reserveScript,
-		[]string{s.key(keyAudit), s.key(keyToken, r.JTI), rateKey, approvalKey}, args...))
+		[]string{s.key(keyAudit), s.key(keyToken, r.JTI), rateKey, approvalKey, pairKey}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return "", fmt.Errorf("store: reserve: %w", err)
 	}
@@ -199,17 +224,49 @@ type Redemption struct {
 	Redeemed audit.Encoded // on success
 	Unknown  audit.Encoded // the id was never minted, or expired
 	Consumed audit.Encoded // the id was redeemed before: a replay
+	// Auto delivery: the grant's state as GrantSession saw it; the
+	// redemption is refused with ErrGrantChanged if it changed since.
+	Auto *AutoRedemption
 }
+
+// AutoRedemption is what redeeming one credential of an auto-delivery
+// grant needs: the grant keeps at most one live session.
+type AutoRedemption struct {
+	Grant      Grant
+	Seen       GrantSession  // the grant's session when the caller looked
+	Superseded audit.Encoded // R: the event ending Seen's webhook session
+	FirstParty audit.Encoded // W: the event refusing it, a first-party session exists
+}
+
+// GrantSession is the session an auto-delivery grant has opened so far.
+type GrantSession struct {
+	SID string // "" when none
+	By  string // the credential that opened it
+}
+
+// ErrGrantChanged: the grant's session changed between the caller's look
+// and its redemption (the other credential arrived meanwhile); look again.
+var ErrGrantChanged = errors.New("store: the grant changed meanwhile")
+
+// ErrFirstParty: a webhook credential arrived after its grant's session was
+// opened first-party; it was consumed and its refusal appended.
+var ErrFirstParty = errors.New("store: the grant's session was opened first-party already")
 
 // redeemScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] session
 // key, KEYS[4] session index, KEYS[5] the admin's session index, KEYS[6]
-// session deadlines; ARGV[1] session JSON, ARGV[2] now (ms), ARGV[3] cap
-// (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0: none), ARGV[6]
-// record TTL (ms), ARGV[7] first deadline (ms), ARGV[8] session id,
-// ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
-// ARGV[13..14] event when already consumed.
+// session deadlines, KEYS[7] grant; ARGV[1] session JSON, ARGV[2] now (ms),
+// ARGV[3] cap (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0:
+// none), ARGV[6] record TTL (ms), ARGV[7] first deadline (ms), ARGV[8]
+// session id, ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
+// ARGV[13..14] event when already consumed; auto delivery: ARGV[15] the
+// credential ("": not auto), ARGV[16..17] the grant's session and its
+// credential as the caller saw them, ARGV[18] that session's key,
+// ARGV[19..20] the event ending it (superseded), ARGV[21..22] the event
+// refusing a webhook credential after a first-party session, ARGV[23] the
+// grant's TTL (ms).
 // Consumes the token id, creates the session and its index entries and
-// audits, in one step.
+// audits, in one step; an auto-delivery grant keeps at most one live
+// session.
 var redeemScript = lua(luaEmit + `
 local v = redis.call('GET', KEYS[2])
 if not v then
@@ -219,6 +276,25 @@ end
 if string.sub(v, 1, 1) == $CONSUMED then
   emit(ARGV[13], ARGV[14])
   return {$CODE_CONSUMED, ''}
+end
+if ARGV[15] ~= '' then
+  local g = redis.call('HMGET', KEYS[7], $FIELD_GRANT_SESSION, $FIELD_GRANT_BY)
+  if (g[1] or '') ~= ARGV[16] or (g[2] or '') ~= ARGV[17] then return {$CODE_RACE, ''} end
+  if ARGV[15] == $CRED_W and ARGV[17] == $CRED_R then
+    redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
+    emit(ARGV[21], ARGV[22])
+    return {$CODE_FIRSTPARTY, ''}
+  end
+  if ARGV[15] == $CRED_R and ARGV[16] ~= '' then
+    if redis.call('DEL', ARGV[18]) == 1 then
+      redis.call('ZREM', KEYS[4], ARGV[16])
+      redis.call('ZREM', KEYS[5], ARGV[16])
+      redis.call('ZREM', KEYS[6], ARGV[16])
+      emit(ARGV[19], ARGV[20])
+    end
+  end
+  redis.call('HSET', KEYS[7], $FIELD_GRANT_SESSION, ARGV[8], $FIELD_GRANT_BY, ARGV[15])
+  redis.call('PEXPIRE', KEYS[7], ARGV[23])
 end
 redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
 redis.call('HSET', KEYS[3], $FIELD_RECORD, ARGV[1], $FIELD_SEEN, ARGV[2], $FIELD_CAP, ARGV[3], $FIELD_IDLE, ARGV[4], $FIELD_UNUSED, ARGV[5])
@@ -252,8 +328,22 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed} {
 		args = append(args, eventArgs(e)...)
 	}
+	grantKey := s.key(keyGrant, "none")
+	if a := r.Auto; a != nil {
+		grantKey = s.key(keyGrant, a.Grant.GrantID)
+		oldKey := ""
+		if a.Seen.SID != "" {
+			oldKey = s.key(keySession, a.Seen.SID)
+		}
+		args = append(args, a.Grant.Credential, a.Seen.SID, a.Seen.By, oldKey)
+		args = append(args, eventArgs(a.Superseded)...)
+		args = append(args, eventArgs(a.FirstParty)...)
+		args = append(args, max(a.Grant.ExpiresAt.Sub(now), 0).Milliseconds()+time.Minute.Milliseconds())
+	} else {
+		args = append(args, "", "", "", "", "", "", "", "", 0)
+	}
 	code, _, err := pair(s.run(ctx, redeemScript, []string{s.key(keyAudit), s.key(keyToken, r.JTI),
-		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines)}, args...))
+		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), grantKey}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
@@ -262,8 +352,66 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 		return true, Live, err
 	case codeConsumed:
 		return false, Consumed, err
+	case codeRace:
+		return false, Live, ErrGrantChanged
+	case codeFirstP:
+		return false, Consumed, errors.Join(ErrFirstParty, err)
 	}
 	return false, Unknown, err
+}
+
+// GrantSession returns the session an auto-delivery grant has opened.
+func (s *Store) GrantSession(ctx context.Context, grantID string) (GrantSession, error) {
+	v, err := s.rdb.HMGet(ctx, s.key(keyGrant, grantID), fieldGrantSession, fieldGrantBy).Result()
+	if err != nil {
+		return GrantSession{}, fmt.Errorf("store: grant: %w", err)
+	}
+	sid, _ := v[0].(string)
+	by, _ := v[1].(string)
+	return GrantSession{SID: sid, By: by}, nil
+}
+
+// discardScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] grant;
+// ARGV[1] the grant's session the browser holds, ARGV[2..3] the event
+// recording the discard, ARGV[4..5] when unknown, ARGV[6..7] when consumed.
+var discardScript = lua(luaEmit + `
+local v = redis.call('GET', KEYS[2])
+if not v then
+  emit(ARGV[4], ARGV[5])
+  return {$CODE_UNKNOWN, ''}
+end
+if string.sub(v, 1, 1) == $CONSUMED then
+  emit(ARGV[6], ARGV[7])
+  return {$CODE_CONSUMED, ''}
+end
+if redis.call('HGET', KEYS[3], $FIELD_GRANT_SESSION) ~= ARGV[1] then return {$CODE_RACE, ''} end
+redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
+return {$CODE_DISCARDED, emit(ARGV[2], ARGV[3])}
+`)
+
+// Discard consumes the redirect credential jti of grant without opening a
+// session, because the browser presenting it holds the grant's live session
+// sid already (the webhook's cookie was kept), and appends ev. It refuses
+// like Redeem for an unknown or consumed id, and with ErrGrantChanged when
+// sid is no longer the grant's session.
+func (s *Store) Discard(ctx context.Context, jti, grantID, sid string, ev, unknown, consumed audit.Encoded) (State, error) {
+	args := []any{sid}
+	for _, e := range []audit.Encoded{ev, unknown, consumed} {
+		args = append(args, eventArgs(e)...)
+	}
+	code, _, err := pair(s.run(ctx, discardScript, []string{s.key(keyAudit), s.key(keyToken, jti), s.key(keyGrant, grantID)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return Unknown, fmt.Errorf("store: discard: %w", err)
+	}
+	switch code {
+	case codeDiscarded:
+		return Live, err
+	case codeConsumed:
+		return Consumed, err
+	case codeRace:
+		return Live, ErrGrantChanged
+	}
+	return Unknown, err
 }
 
 // deadline is when a session lapses unless seen again: its idle end, its
