@@ -61,14 +61,14 @@ const consumedMark = "x"
 
 // Script result codes. Each has its own value.
 const (
-	codeOK        = 1 // done
-	codeDuplicate = 2 // reserve: the token id exists
-	codeUnknown   = 3 // consume: no such token id (never minted, or expired)
-	codeConsumed  = 4 // consume: already redeemed
-	codeRate      = 5 // a rate limit refused
-	codeRace      = 6 // a compare-and-append lost to another writer
-	codeNone      = 7 // no such session
-	codeLapsed    = 8 // the session was found idle, past its cap, or never used
+	codeOK        = 1  // done
+	codeDuplicate = 2  // reserve: the token id exists
+	codeUnknown   = 3  // consume: no such token id (never minted, or expired)
+	codeConsumed  = 4  // consume: already redeemed
+	codeRate      = 5  // a rate limit refused
+	codeRace      = 6  // a compare-and-append lost to another writer
+	codeNone      = 7  // no such session
+	codeLapsed    = 8  // the session was found idle, past its cap, or never used
 	codeApproval  = 9  // reserve: the approval was already used
 	codeFirstP    = 10 // redeem W: the grant's session was opened first-party already
 	codeDiscarded = 11 // redeem R: not needed, the webhook's session is live in this browser
