@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -102,7 +104,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		cancel()
 	}
 
-	keys, created, err := loadKeys(cfg, st.EmbeddedAddr() != "", now)
+	keys, created, err := loadKeys(cfg, st.EmbeddedAddr() != "", now, token.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -146,13 +148,34 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
 		Interval: cfg.SweepInterval}
-	bgDone := make(chan struct{}, 2)
+	bgDone := make(chan struct{}, 4)
 	go func() { defer func() { bgDone <- struct{}{} }(); cp.Run(bg, auditLog) }()
 	go func() { defer func() { bgDone <- struct{}{} }(); sweeper.Run(bg) }()
+	// Keys reload without a restart: every 30 s, and at once on SIGHUP.
+	go func() { defer func() { bgDone <- struct{}{} }(); keys.Watch(bg, token.DefaultWatchInterval) }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer func() { bgDone <- struct{}{} }()
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-hup:
+				if err := keys.Reload(); err != nil {
+					log.Error("SIGHUP: keys reload failed; the previous keys stay in use", "error", err)
+				} else {
+					log.Info("SIGHUP: keys reloaded", "signer", keys.Signer(), "count", len(keys.Keys()))
+				}
+			}
+		}
+	}()
 	defer func() {
 		stopBG()
-		<-bgDone
-		<-bgDone
+		for range 4 {
+			<-bgDone
+		}
 		// Cover what this instance saw last before it goes.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -210,11 +233,11 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 // loadKeys loads the keys folder. In development (embedded Redis) an empty
 // folder gets a new key; in production it is an error, because instances
 // that each generated their own key would refuse each other's tokens.
-func loadKeys(cfg *config.Config, development bool, now func() time.Time) (*token.Keyset, *token.Key, error) {
+func loadKeys(cfg *config.Config, development bool, now func() time.Time, opts ...token.Option) (*token.Keyset, *token.Key, error) {
 	if development {
-		return token.LoadOrCreate(cfg.KeysDir, now())
+		return token.LoadOrCreate(cfg.KeysDir, now(), opts...)
 	}
-	ks, err := token.LoadDir(cfg.KeysDir)
+	ks, err := token.LoadDir(cfg.KeysDir, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (with REDIS_URL set no key is generated for you: run `impersonator keys generate --dir %s` and share the folder with every instance)", err, cfg.KeysDir)
 	}
