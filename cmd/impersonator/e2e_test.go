@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -80,5 +81,52 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("verify never covered the 4 events: %d %s", code, body)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestMetricsListener: with IMPERSONATOR_METRICS_LISTEN, /metrics is served
+// there and not on the browser-facing listener.
+func TestMetricsListener(t *testing.T) {
+	addrs := make(chan [2]string, 2)
+	ctx, cancel := context.WithCancel(withListening(context.Background(), func(name, addr string) { addrs <- [2]string{name, addr} }))
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve"}, env(map[string]string{
+			"IMPERSONATOR_LISTEN": "127.0.0.1:0", "IMPERSONATOR_METRICS_LISTEN": "127.0.0.1:0",
+			"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys",
+		}), io.Discard, io.Discard)
+	}()
+	exited := false
+	defer func() {
+		cancel()
+		if !exited {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	got := map[string]string{}
+	for len(got) < 2 {
+		select {
+		case a := <-addrs:
+			got[a[0]] = a[1]
+		case err := <-done:
+			exited = true
+			t.Fatalf("serve exited: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("serve did not listen")
+		}
+	}
+	if code := getJSON(t, "http://"+got["http"]+"/metrics", nil); code != 404 {
+		t.Errorf("/metrics on the public listener = %d, want 404", code)
+	}
+	res, err := http.Get("http://" + got["metrics"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), "impersonator_audit_integrity_alarm") {
+		t.Errorf("/metrics on its own listener = %d, %d bytes", res.StatusCode, len(b))
 	}
 }

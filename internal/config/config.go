@@ -349,7 +349,7 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 	if c.MetricsListen = get("IMPERSONATOR_METRICS_LISTEN"); c.MetricsListen != "" {
 		if err := checkHostPort(c.MetricsListen); err != nil {
 			bad("IMPERSONATOR_METRICS_LISTEN", "%v", err)
-		} else if c.MetricsListen == c.Listen {
+		} else if c.MetricsListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 			bad("IMPERSONATOR_METRICS_LISTEN", "%q is IMPERSONATOR_LISTEN too; leave it empty to serve /metrics on the main listener", c.MetricsListen)
 		}
 	}
@@ -477,8 +477,8 @@ func checkHostPort(hp string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", hp)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("%q has no valid port (1 to 65535)", hp)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q has no valid port (0 to 65535; 0 picks a free one)", hp)
 	}
 	return nil
 }

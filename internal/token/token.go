@@ -127,7 +127,8 @@ func NewIssuer(keys *Keyset, iss, aud string, now func() time.Time) *Issuer {
 // It fills iss, aud, iat, exp and, when empty, jti, and returns the signed
 // token with its claims.
 func (is *Issuer) Issue(k Kind, c Claims, ttl time.Duration) (string, *Claims, error) {
-	now := is.now().Truncate(time.Second)
+	exact := is.now() // picks the key: a key signs from its activation, not the second after
+	now := exact.Truncate(time.Second)
 	c.Issuer = is.issuer
 	c.Audience = jwt.ClaimStrings{is.audience}
 	c.IssuedAt = jwt.NewNumericDate(now)
@@ -140,7 +141,7 @@ func (is *Issuer) Issue(k Kind, c Claims, ttl time.Duration) (string, *Claims, e
 	if err := c.Validate(); err != nil {
 		return "", nil, fmt.Errorf("token: refusing to issue: %w", err)
 	}
-	key := is.keys.signerAt(now)
+	key := is.keys.signerAt(exact)
 	if key == nil {
 		return "", nil, fmt.Errorf("token: refusing to issue: %w: every key is retired", ErrNoKeys)
 	}
