@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,8 @@ type Store struct {
 	ack      time.Duration
 	// replicas: 0 not yet known, 1 none (standalone: no wait), 2 wait.
 	replicas atomic.Int32
+	// acks is how many replicas must acknowledge a change.
+	acks acks
 }
 
 // Options configure a Store.
@@ -59,8 +62,9 @@ type Options struct {
 	Prefix string
 	// Now is the clock of session deadlines. Default time.Now.
 	Now func() time.Time
-	// ReplicaAck is how long a state change waits for one replica to
-	// acknowledge it (WAIT 1) when the primary has replicas; 0 never waits.
+	// ReplicaAck is how long a state change waits for the primary's
+	// replicas to acknowledge it (WAIT) when it has replicas; 0 never waits.
+	// See run for how many must.
 	ReplicaAck time.Duration
 }
 
@@ -182,6 +186,9 @@ func (s *Store) replicaMode(ctx context.Context) int32 {
 		return m
 	}
 	if c, ok := s.rdb.(*redis.Client); ok && c.Options().Addr == "FailoverClient" {
+		if info, err := c.Info(ctx, "replication").Result(); err == nil {
+			s.acks.observe(replicationInfo(info))
+		}
 		s.replicas.Store(2)
 		return 2
 	}
@@ -198,6 +205,7 @@ func (s *Store) replicaMode(ctx context.Context) int32 {
 	if err != nil {
 		return 0
 	}
+	s.acks.observe(replicationInfo(info))
 	mode := int32(1)
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
@@ -211,9 +219,23 @@ func (s *Store) replicaMode(ctx context.Context) int32 {
 }
 
 // run runs a state-changing script. When the primary has replicas and
-// ReplicaAck is set, the script and a WAIT 1 go down one connection
-// together, so the WAIT counts this very change; no acknowledgement in time
-// is ErrNotReplicated.
+// ReplicaAck is set, the script, a WAIT and an INFO replication go down one
+// connection together, so the WAIT counts this very change and the INFO
+// describes the very node that made it; too few acknowledgements in time is
+// ErrNotReplicated.
+//
+// How many is too few: every replica that node has been seen with, not
+// just one. Sentinel promotes a replica without stopping the old primary
+// (SENTINEL FAILOVER), and moves the other replicas to the promoted one only
+// a moment later (up to a second): meanwhile the old primary still has them,
+// a WAIT 1 they answer succeeds, and the change is lost when they resync
+// from the promoted replica (measured with WAIT 1: in one switchover with
+// two replicas, 144 mints answered 200 lost their audit event and 142
+// tokens were redeemed twice; internal/failovertest). A replica that left for its promotion
+// therefore keeps counting for the old primary (its replication id).
+// Replicas still syncing are not counted, so a replica that rejoins does not
+// stop writes while it loads. A primary seen with fewer replicas for
+// replicaForget (a replica lost for good) is then asked for fewer.
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
 	if s.ack == 0 || s.replicaMode(ctx) != 2 {
 		return sc.Run(ctx, s.rdb, keys, args...).Slice()
@@ -226,20 +248,25 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 		}
 		c = node
 	}
-	res, acked, err := s.runAndWait(ctx, c, sc, false, keys, args)
+	want := s.acks.want()
+	res, acked, info, err := s.runAndWait(ctx, c, sc, false, want, keys, args)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		res, acked, err = s.runAndWait(ctx, c, sc, true, keys, args)
+		res, acked, info, err = s.runAndWait(ctx, c, sc, true, want, keys, args)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if acked < 1 {
+	need := want // INFO refused (an ACL): as many as asked
+	if info != "" {
+		need = s.acks.observe(replicationInfo(info))
+	}
+	if acked < int64(need) {
 		return res, ErrNotReplicated
 	}
 	return res, nil
 }
 
-func (s *Store) runAndWait(ctx context.Context, c redis.Cmdable, sc *redis.Script, full bool, keys []string, args []any) ([]any, int64, error) {
+func (s *Store) runAndWait(ctx context.Context, c redis.Cmdable, sc *redis.Script, full bool, want int, keys []string, args []any) ([]any, int64, string, error) {
 	pipe := c.Pipeline()
 	var cmd *redis.Cmd
 	if full {
@@ -247,17 +274,104 @@ func (s *Store) runAndWait(ctx context.Context, c redis.Cmdable, sc *redis.Scrip
 	} else {
 		cmd = sc.EvalSha(ctx, pipe, keys, args...)
 	}
-	wait := pipe.Do(ctx, "WAIT", 1, s.ack.Milliseconds())
+	wait := pipe.Do(ctx, "WAIT", want, s.ack.Milliseconds())
+	infoCmd := pipe.Info(ctx, "replication")
 	_, _ = pipe.Exec(ctx)
 	res, err := cmd.Slice()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	n, err := wait.Int64()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
-	return res, n, nil
+	info, _ := infoCmd.Result()
+	return res, n, info, nil
+}
+
+// replicaForget is how long a primary must be seen with fewer replicas
+// before changes on it wait for fewer: far longer than Sentinel takes to
+// move the other replicas to a promoted one.
+const replicaForget = 30 * time.Second
+
+// acks remembers, for each primary (by replication id: a promoted replica
+// gets a new one), the most online replicas it has been seen with.
+type acks struct {
+	mu   sync.Mutex
+	seen map[string]*seenReplicas
+	last string // the primary seen last
+}
+
+type seenReplicas struct {
+	n  int       // the most online replicas seen
+	at time.Time // when n was last seen
+}
+
+// observe records that the primary replid has online replicas now, and
+// returns how many must acknowledge a change on it. An empty replid (not a
+// primary, or no INFO) changes nothing.
+func (a *acks) observe(replid string, online int) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if replid == "" {
+		return a.wantLocked()
+	}
+	now := time.Now()
+	if a.seen == nil {
+		a.seen = map[string]*seenReplicas{}
+	}
+	r := a.seen[replid]
+	switch {
+	case r == nil:
+		r = &seenReplicas{n: online, at: now}
+		a.seen[replid] = r
+	case online >= r.n || now.Sub(r.at) > replicaForget:
+		r.n, r.at = online, now
+	}
+	a.last = replid
+	for id, o := range a.seen {
+		if id != replid && now.Sub(o.at) > replicaForget {
+			delete(a.seen, id)
+		}
+	}
+	return max(1, r.n)
+}
+
+// want is how many acknowledgements to wait for: the need of the primary
+// seen last, at least one.
+func (a *acks) want() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.wantLocked()
+}
+
+func (a *acks) wantLocked() int {
+	if r := a.seen[a.last]; r != nil {
+		return max(1, r.n)
+	}
+	return 1
+}
+
+// replicationInfo reads a primary's replication id and its online replicas
+// from INFO replication; a replica's answer has no replication id here.
+func replicationInfo(info string) (replid string, online int) {
+	primary := false
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "role:master":
+			primary = true
+		case strings.HasPrefix(line, "master_replid:"):
+			replid = strings.TrimPrefix(line, "master_replid:")
+		case len(line) > 5 && strings.HasPrefix(line, "slave") && line[5] >= '0' && line[5] <= '9' &&
+			strings.Contains(line, "state=online"):
+			online++
+		}
+	}
+	if !primary {
+		return "", 0
+	}
+	return replid, online
 }
 
 // pair reads a {code, payload} script answer.
