@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/impersonator/impersonator/internal/redistest"
 )
 
 // devJWT runs `impersonator dev forest-jwt args…` with FOREST_AUTH_SECRET
@@ -625,5 +627,100 @@ func TestTryByHand(t *testing.T) {
 	}
 	if !strings.Contains(readme, "`REDIS_URL=redis://127.0.0.1:PORT go run ./cmd/impersonator audit list`") {
 		t.Error("README no longer shows the audit list command this test runs")
+	}
+}
+
+// TestRotationRunbookKeysReadAtStart backs the README's rotation runbook:
+// a key generated with --activate-after while serve runs is not seen by
+// that serve (it does not watch the folder), while an instance started
+// after it publishes it and still signs with the old key until its
+// activation.
+func TestRotationRunbookKeysReadAtStart(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	keysCmd := func(args ...string) {
+		t.Helper()
+		if err := run(context.Background(), append([]string{"keys"}, args...), env(nil), io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kids := func(base string) []string {
+		t.Helper()
+		var jwks struct {
+			Keys []struct{ Kid string } `json:"keys"`
+		}
+		if code := getJSON(t, base+"/.well-known/jwks.json", &jwks); code != 200 {
+			t.Fatalf("jwks: %d", code)
+		}
+		var out []string
+		for _, k := range jwks.Keys {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	signedBy := func(tok string) string {
+		t.Helper()
+		h, err := jwt.NewParser().DecodeSegment(strings.Split(tok, ".")[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head struct{ Kid string }
+		if err := json.Unmarshal(h, &head); err != nil {
+			t.Fatal(err)
+		}
+		return head.Kid
+	}
+	vars := func() map[string]string {
+		return map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "FOREST_AUTH_SECRET": forestSecret}
+	}
+
+	keysCmd("generate", "--dir", dir)
+	running, _ := startServe(t, vars())
+	old := kids(running)
+	if len(old) != 1 {
+		t.Fatalf("first instance publishes %v, want one key", old)
+	}
+	keysCmd("generate", "--dir", dir, "--activate-after", "10m")
+
+	if got := kids(running); !slices.Equal(got, old) {
+		t.Errorf("the running instance publishes %v after keys generate, want still %v (it reads the folder at start)", got, old)
+	}
+	restarted, _ := startServe(t, vars())
+	if got := kids(restarted); len(got) != 2 || got[0] != old[0] {
+		t.Fatalf("an instance started after keys generate publishes %v, want the old key and the pending one", got)
+	}
+	if kid := signedBy(mint(t, restarted, "42")); kid != old[0] {
+		t.Errorf("the restarted instance signs with %s before the new key's activation, want the old key %s", kid, old[0])
+	}
+}
+
+// TestSessionCheckWithoutCookieNeedsNoRedis backs the README's Redis load
+// claim: the session check of a request without a valid session cookie
+// (every ordinary user's, behind forward-auth) is answered without Redis.
+func TestSessionCheckWithoutCookieNeedsNoRedis(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir})
+	srv.Stop()
+	t.Cleanup(srv.Restart) // before serve stops, so its last checkpoint does not wait on a dead Redis
+	for name, cookie := range map[string]string{"no cookie": "", "forged cookie": "impersonation_session=eyJhbGciOiJFZERTQSJ9.e30.AAAA"} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/impersonation/session", nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 401 {
+			t.Errorf("%s, Redis stopped: session check %d, want 401 (answered without Redis)", name, res.StatusCode)
+		}
+	}
+	if code := getJSON(t, base+"/readyz", nil); code != 503 {
+		t.Errorf("readyz with Redis stopped = %d, want 503 (Redis is really down)", code)
 	}
 }
