@@ -54,6 +54,7 @@ func commands() []command {
 		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
 		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
 		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
+		{"dev", "development helpers: dev forest-jwt --email E prints a Forest UI JWT signed with FOREST_AUTH_SECRET", runDev},
 		{"version", "print the version", runVersion},
 	}
 }
