@@ -39,6 +39,10 @@ bench: test-deps ## run the benchmarks; print figures and ratios to floors measu
 loadtest: ## load the service over HTTP (8s per scenario) and print req/s, latency, allocs and ratios to floors
 	$(GO) run ./tools/loadtest $(LOADTEST_FLAGS)
 
+.PHONY: bench-audit
+bench-audit: ## load 1M audit events into a fresh redis-server, time queries and verify (AUDITBENCH_FLAGS)
+	$(GO) run ./tools/auditbench $(AUDITBENCH_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## fuzz the token verifier for 30s
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/token
