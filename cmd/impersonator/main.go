@@ -54,6 +54,7 @@ func commands() []command {
 		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
 		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
 		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
+		{"demo", "serve a clickable impersonation on loopback: an admin panel and a customer app (demo --help)", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
