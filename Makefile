@@ -52,3 +52,12 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block)
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+
+.PHONY: demo-web
+demo-web: ## click through an impersonation in your browser: an admin panel and a customer app on loopback
+	$(GO) run ./cmd/impersonator demo
+
+.PHONY: screenshots
+screenshots: test-deps ## regenerate the README's screenshots (docs/img/demo-*.png) in headless Chromium
+	mkdir -p docs/img
+	IMPERSONATOR_SCREENSHOTS=$(CURDIR)/docs/img $(GO) test -count=1 -run '^TestDemoInChromium$$' ./cmd/impersonator

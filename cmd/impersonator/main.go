@@ -51,10 +51,11 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the service (configuration from the environment or flags; serve --help)", runServe},
-		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256], keys list", runKeys},
+		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256] [--activate-after D], keys retire KID, keys list", runKeys},
 		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
 		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
 		{"dev", "development helpers: dev forest-jwt --email E prints a Forest UI JWT signed with FOREST_AUTH_SECRET", runDev},
+		{"demo", "serve a clickable impersonation on loopback: an admin panel and a customer app (demo --help)", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
