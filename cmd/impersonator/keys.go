@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -88,6 +89,18 @@ func keysCommand(args []string, getenv func(string) string, now func() time.Time
 // (keys retire KID --dir DIR) and returns the positional ones.
 func parseInterspersed(set *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
+	// A key id is base64url and may start with "-": an argument that names
+	// no flag and is as long as a key id is one, not a flag.
+	var rest []string
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && len(a) >= 40 && set.Lookup(name) == nil {
+			pos = append(pos, a)
+			continue
+		}
+		rest = append(rest, a)
+	}
+	args = rest
 	for {
 		if err := set.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {

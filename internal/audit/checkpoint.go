@@ -195,9 +195,14 @@ func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer, maxAge time.Du
 	return &sum, nil
 }
 
-// CatchUp writes checkpoints until every event is covered, and returns
-// their summaries.
+// CatchUp writes checkpoints until every event present when it started is
+// covered (events appended meanwhile wait for the next call, so a flood
+// cannot keep it from returning), and returns their summaries.
 func (l *Log) CatchUp(ctx context.Context, signer Signer, maxAge time.Duration) ([]Summary, error) {
+	target, err := l.LastID(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []Summary
 	for {
 		sum, err := l.WriteCheckpoint(ctx, signer, maxAge)
@@ -208,6 +213,9 @@ func (l *Log) CatchUp(ctx context.Context, signer Signer, maxAge time.Duration) 
 			return out, err
 		}
 		out = append(out, *sum)
+		if !StreamLess(sum.Last, target) {
+			return out, nil
+		}
 	}
 }
 

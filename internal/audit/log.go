@@ -162,10 +162,16 @@ func (l *Log) Query(ctx context.Context, f Filter, limit int, cursor string) (Pa
 		var recs []Record
 		var last string
 		var err error
+		// When every entry read matches (an index alone, or only a time
+		// window), read no more than the page still needs.
+		n := int64(batch)
+		if f.Type == "" && (index == "" && f.Actor == "" && f.Subject == "" || index != "" && (f.Actor == "" || f.Subject == "")) {
+			n = int64(min(batch, limit-len(page.Events)))
+		}
 		if index != "" {
-			recs, last, err = l.st.IndexBefore(ctx, index, end, start, batch)
+			recs, last, err = l.st.IndexBefore(ctx, index, end, start, n)
 		} else {
-			recs, err = l.st.EventsBefore(ctx, end, start, batch)
+			recs, err = l.st.EventsBefore(ctx, end, start, n)
 			if len(recs) > 0 {
 				last = recs[len(recs)-1].ID
 			}

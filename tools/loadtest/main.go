@@ -21,7 +21,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -479,7 +478,9 @@ func startService(ctx context.Context, e *env, bin, tmp string) error {
 	}
 	secret := make([]byte, 24)
 	rand.Read(secret)
-	e.forestSecret = hex.EncodeToString(secret) // 48 characters
+	// base64url: 64 letters, so the secret has the 16 distinct characters
+	// serve requires (hex's 16 letters would sometimes fall short).
+	e.forestSecret = base64.RawURLEncoding.EncodeToString(secret)
 
 	var last error
 	for range 3 { // a free port can be taken between the check and the start
