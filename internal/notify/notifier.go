@@ -29,6 +29,7 @@ type Store interface {
 	NotifyDone(ctx context.Context, streamID, target string, targets []string, dead *store.DeadLetter, ttl time.Duration) (bool, error)
 	NotifyAck(ctx context.Context, ids ...string) error
 	NotifyLag(ctx context.Context, now time.Time) (time.Duration, error)
+	NotifyRelease(ctx context.Context, consumer string, ids []string, idle time.Duration) error
 	NotifyLeave(ctx context.Context, consumer string) error
 	NotifyPrune(ctx context.Context, idle time.Duration, keep string) (int, error)
 }
@@ -178,10 +179,15 @@ type loop struct {
 	ready   []job
 	cursor  string // where the next claim scan starts
 	reading bool   // a read is outstanding
+	// unread: entries the reader read but the loop never took, because it
+	// stopped; written by the reader as it ends, read after it ended.
+	unread []audit.Record
 }
 
-// Run delivers until ctx ends, then leaves the group if it holds nothing
-// (entries it still holds are claimed by another instance after MinIdle).
+// Run delivers until ctx ends, then hands the entries it still holds back
+// to the group (another instance claims them on its next pass, about
+// MinIdle/2; after a crash, once they are MinIdle old) and leaves the group
+// if it holds nothing.
 // It never stops on a Redis or receiver failure: it logs and retries.
 func (n *Notifier) Run(ctx context.Context) {
 	l := &loop{Notifier: n, ctx: ctx, held: map[string]*entry{}, cursor: "0-0"}
@@ -212,8 +218,18 @@ func (n *Notifier) Run(ctx context.Context) {
 	}()
 	wg.Wait()
 	close(results)
+	held := make([]string, 0, len(l.held)+len(l.unread))
+	for id := range l.held {
+		held = append(held, id)
+	}
+	for _, r := range l.unread {
+		held = append(held, r.ID)
+	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
+	if err := n.o.Store.NotifyRelease(lctx, n.o.Consumer, held, n.o.MinIdle); err != nil {
+		n.o.Log.Warn("notify: cannot hand back held entries; others claim them after MinIdle", "error", err)
+	}
 	if err := n.o.Store.NotifyLeave(lctx, n.o.Consumer); err != nil {
 		n.o.Log.Warn("notify: leave the consumer group", "error", err)
 	}
@@ -266,6 +282,7 @@ func (l *loop) reader(want <-chan int, reads chan<- []audit.Record) {
 		select {
 		case reads <- recs:
 		case <-l.ctx.Done():
+			l.unread = recs
 			return
 		}
 	}

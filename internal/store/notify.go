@@ -182,6 +182,40 @@ func (s *Store) NotifyKeep(ctx context.Context, consumer string, ids []string) (
 	return lost, nil
 }
 
+// notifyReleaseScript: KEYS[1] audit stream; ARGV[1] consumer, ARGV[2]
+// idle (ms), ARGV[3..] ids. Each entry still pending with the consumer is
+// marked idle for ARGV[2] (XCLAIM to itself with IDLE, JUSTID), so the
+// next claim by another consumer takes it at once.
+var notifyReleaseScript = notifyLua(`
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], $GROUP, ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], $GROUP, ARGV[1], 0, ARGV[i], 'IDLE', ARGV[2], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+`)
+
+// NotifyRelease hands ids back to the group when consumer stops cleanly:
+// they stay pending, marked idle for idle, so another consumer claims them
+// on its next pass instead of waiting for them to age.
+func (s *Store) NotifyRelease(ctx context.Context, consumer string, ids []string, idle time.Duration) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, consumer, idle.Milliseconds())
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	if err := notifyReleaseScript.Run(ctx, s.rdb, []string{s.key(keyAudit)}, args...).Err(); err != nil {
+		return fmt.Errorf("store: release notify entries: %w", err)
+	}
+	return nil
+}
+
 // NotifyStates returns the delivery state of the event at streamID for each
 // URL id that has one.
 func (s *Store) NotifyStates(ctx context.Context, streamID string) (map[string]NotifyState, error) {

@@ -91,6 +91,20 @@ func testNotifyGroup(t *testing.T, st *store.Store, embedded bool) {
 	if lost, err := st.NotifyKeep(ctx, "b", ids[2:]); err != nil || len(lost) != 1 {
 		t.Fatalf("NotifyKeep by the consumer that lost it = %v, %v; want it lost", lost, err)
 	}
+	// A released entry is claimed at once; another consumer's release of
+	// it changes nothing.
+	if err := st.NotifyRelease(ctx, "a", ids[2:], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.NotifyRelease(ctx, "b", ids[2:], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if claimed, _, err := st.NotifyClaim(ctx, "b", time.Minute, "0-0", 10); err != nil || len(claimed) != 1 || claimed[0].ID != ids[2] {
+		t.Fatalf("NotifyClaim after the release = %v, %v; want the released entry only", claimed, err)
+	}
+	if claimed, _, err := st.NotifyClaim(ctx, "a", 0, "0-0", 10); err != nil || len(claimed) != 3 {
+		t.Fatalf("NotifyClaim of everything = %v, %v", claimed, err)
+	}
 
 	// Retry state survives in Redis; the entry is acknowledged once every
 	// URL is final.
