@@ -112,3 +112,19 @@ func quote(s string) string { return "'" + s + "'" }
 func (s *Store) key(parts ...string) string {
 	return s.prefix + ":" + strings.Join(parts, ":")
 }
+
+// Notifications (internal/notify, store/notify.go): the audit stream's
+// consumer group and the delivery state kept beside it.
+const (
+	groupNotify     = "notify"       // consumer group on the audit stream shared by every instance's notifier
+	keyNotifyState  = "notify:state" // notify:state:<stream id> → hash: URL id → delivery state ("a <attempts> <next-at ms>", ok, dead)
+	keyNotifyDead   = "notify:dead"  // stream of deliveries that finally failed
+	fieldDeadEvent  = "id"           // dead letter: the event id (its webhook-id)
+	fieldDeadStream = "sid"          // dead letter: the event's audit stream id
+	fieldDeadURL    = "url"          // dead letter: the URL, redacted (Target.Redacted)
+	fieldDeadTarget = "target"       // dead letter: the URL's id (a digest of it)
+	fieldDeadError  = "error"        // dead letter: the last attempt's error
+	fieldDeadTries  = "attempts"     // dead letter: how many attempts were made
+	stateDone       = "ok"           // state: delivered
+	stateDead       = "dead"         // state: dead-lettered
+)
