@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 // TestEndToEnd is the whole chain through run, as `make run` starts it (the
@@ -128,5 +131,47 @@ func TestMetricsListener(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(b), "impersonator_audit_integrity_alarm") {
 		t.Errorf("/metrics on its own listener = %d, %d bytes", res.StatusCode, len(b))
+	}
+}
+
+// TestNotificationsThroughServe: serve with IMPERSONATOR_NOTIFY_URLS POSTs
+// each audit event to the receiver, signed per Standard Webhooks (checked
+// with the official library), off the request path.
+func TestNotificationsThroughServe(t *testing.T) {
+	const secret = "notify-secret-0123456789abcdefghijklmnopqrstuv"
+	wh, err := standardwebhooks.NewWebhookRaw([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := wh.Verify(body, r.Header); err != nil {
+			t.Errorf("signature: %v", err)
+			w.WriteHeader(400)
+			return
+		}
+		var m struct{ Type string }
+		json.Unmarshal(body, &m)
+		got <- m.Type
+	}))
+	defer recv.Close()
+	base, _ := startServe(t, map[string]string{
+		"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys", "FOREST_AUTH_SECRET": forestSecret,
+		"IMPERSONATOR_NOTIFY_URLS": recv.URL, "IMPERSONATOR_NOTIFY_SECRET": secret,
+		"IMPERSONATOR_NOTIFY_EVENTS": "impersonation.minted,impersonation.redeemed",
+	})
+	login(t, base, mint(t, base, "42"))
+	var types []string
+	for len(types) < 2 {
+		select {
+		case typ := <-got:
+			types = append(types, typ)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("received %v, want minted and redeemed", types)
+		}
+	}
+	if strings.Join(types, " ") != "impersonation.minted impersonation.redeemed" {
+		t.Errorf("received %v", types)
 	}
 }

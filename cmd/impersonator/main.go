@@ -56,6 +56,7 @@ func commands() []command {
 		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
 		{"dev", "development helpers: dev forest-jwt --email E prints a Forest UI JWT signed with FOREST_AUTH_SECRET", runDev},
 		{"demo", "serve a clickable impersonation on loopback: an admin panel and a customer app (demo --help)", runDemo},
+		{"notify", "notifications: notify test sends a test event to each IMPERSONATOR_NOTIFY_URLS URL", runNotify},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
+	"github.com/impersonator/impersonator/internal/notify"
 	"github.com/impersonator/impersonator/internal/server"
 	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
@@ -138,9 +139,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 
-	// Background work, off the request path: signed audit checkpoints and
-	// the sweeper that records the end of sessions nobody touches again.
-	bg, stopBG := context.WithCancel(context.Background())
+	// Background work, off the request path: signed audit checkpoints, the
+	// sweeper that records the end of sessions nobody touches again, key
+	// reloads, and notifications (never on the request path: a slow
+	// receiver cannot delay a mint or a login).
+	var bgNotify func(ctx context.Context, done chan<- struct{})
 	auditLog := audit.NewLog(st, now)
 	cp := audit.Checkpointer{Log: log, Signer: keys, Interval: cfg.CheckpointInterval, Retention: cfg.AuditRetention,
 		Alarm: func(on bool) { metrics.Alarm.Set(map[bool]float64{true: 1, false: 0}[on]) }}
@@ -148,7 +151,24 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
 		Interval: cfg.SweepInterval}
-	bgDone := make(chan struct{}, 4)
+	workers := 4
+	if cfg.Notify.Enabled() {
+		n, err := notify.New(notify.Options{Config: cfg.Notify, Store: st,
+			Metrics: notify.NewMetrics(metrics.Registry), Log: log.With("component", "notify")})
+		if err != nil {
+			return err
+		}
+		workers++
+		bgNotify = func(ctx context.Context, done chan<- struct{}) {
+			defer func() { done <- struct{}{} }()
+			n.Run(ctx)
+		}
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	bgDone := make(chan struct{}, workers)
+	if bgNotify != nil {
+		go bgNotify(bg, bgDone)
+	}
 	go func() { defer func() { bgDone <- struct{}{} }(); cp.Run(bg, auditLog) }()
 	go func() { defer func() { bgDone <- struct{}{} }(); sweeper.Run(bg) }()
 	// Keys reload without a restart: every 30 s, and at once on SIGHUP.
@@ -173,7 +193,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}()
 	defer func() {
 		stopBG()
-		for range 4 {
+		for range workers {
 			<-bgDone
 		}
 		// Cover what this instance saw last before it goes.

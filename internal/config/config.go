@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/publicsuffix"
 
+	"github.com/impersonator/impersonator/internal/notify"
 	"github.com/impersonator/impersonator/internal/redisurl"
 )
 
@@ -110,6 +111,8 @@ type Config struct {
 	ReplicaAck         time.Duration // wait for a replica's ack this long; 0: off
 	SessionUnused      time.Duration // a session never presented within it is ended
 	SweepInterval      time.Duration // how often expired sessions are swept
+	NotifySecret       Secret        // IMPERSONATOR_NOTIFY_SECRET
+	Notify             notify.Config // notification targets, key and events
 
 	// Warnings are findings that do not stop serve; the caller logs them.
 	Warnings []string
@@ -150,6 +153,9 @@ var Vars = []Var{
 	{"IMPERSONATOR_REDIS_REPLICA_ACK", "redis-replica-ack", "100ms", "how long a write waits for a Redis replica to acknowledge it (at most 5s); 0: do not wait"},
 	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s)"},
 	{"IMPERSONATOR_SWEEP_INTERVAL", "sweep-interval", "30s", "how often ended sessions are swept (100ms to 10m)"},
+	{notify.EnvURLs, "notify-urls", "", "comma-separated URLs each selected audit event is POSTed to (Standard Webhooks; slack+https:// for Slack)"},
+	{notify.EnvSecret, "notify-secret", "", "notification signing secret: whsec_<base64> or 32+ characters"},
+	{notify.EnvEvents, "notify-events", "", "comma-separated audit event types to notify (default: every type)"},
 }
 
 // Options are Load's optional hooks.
@@ -313,6 +319,10 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 		}
 		c.AdminTokens = append(c.AdminTokens, Secret(t))
 	}
+	c.NotifySecret = Secret(get(notify.EnvSecret))
+	var notifyProblems []error
+	c.Notify, notifyProblems = notify.ParseConfig(get(notify.EnvURLs), c.NotifySecret.Reveal(), get(notify.EnvEvents))
+	problems = append(problems, notifyProblems...)
 	checkSecrets(c, bad)
 	var err error
 	if c.LoginRate, err = ParseRate(get("IMPERSONATOR_LOGIN_RATE")); err != nil {
@@ -359,6 +369,7 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 		bad("IMPERSONATOR_SESSION_UNUSED", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionUnused, c.SessionTTL)
 	}
 	c.SweepInterval = dur("IMPERSONATOR_SWEEP_INTERVAL", 100*time.Millisecond, 10*time.Minute)
+
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.PublicURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("IMPERSONATOR_PUBLIC_URL %s is plain http on a non-loopback host while REDIS_URL points at a real (production?) Redis: tokens and session cookies cross the network in clear text; use https", c.PublicURL))
@@ -447,6 +458,9 @@ func checkSecrets(c *Config, bad func(env, format string, a ...any)) {
 	}
 	for i, t := range c.AdminTokens {
 		all = append(all, named{"IMPERSONATOR_ADMIN_TOKENS", fmt.Sprintf("admin token %d", i+1), t})
+	}
+	if len(c.NotifySecret) >= 32 {
+		all = append(all, named{notify.EnvSecret, notify.EnvSecret, c.NotifySecret})
 	}
 	for i, a := range all {
 		if n := distinct(a.s.Reveal()); n < 16 {

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/notify"
 )
 
 func load(t *testing.T, vars map[string]string, args ...string) (*Config, error) {
@@ -45,6 +48,7 @@ func TestDefaults(t *testing.T) {
 		ReplicaAck:         100 * time.Millisecond,
 		SessionUnused:      2 * time.Minute,
 		SweepInterval:      30 * time.Second,
+		Notify:             notify.Config{Events: audit.Types}, // off: no URL, every type selected
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
