@@ -115,16 +115,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	log.Info("signing keys loaded", "signer", keys.Signer(), "count", len(keys.Keys()))
 
 	metrics := server.NewMetrics(nil)
+	sessionCache := session.NewCache(cfg.SessionIdle)
 	handler := server.New(server.Deps{
-		Log:      log,
-		Settings: server.SettingsFrom(cfg),
-		Store:    st,
-		Keys:     keys,
-		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
-		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
-		Now:      now,
-		Policy:   policy,
-		Metrics:  metrics,
+		SessionCache: sessionCache,
+		Log:          log,
+		Settings:     server.SettingsFrom(cfg),
+		Store:        st,
+		Keys:         keys,
+		Issuer:       token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
+		Verifier:     token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
+		Now:          now,
+		Policy:       policy,
+		Metrics:      metrics,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -151,7 +153,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
 		Interval: cfg.SweepInterval}
-	workers := 4
+	workers := 5
 	if cfg.Notify.Enabled() {
 		n, err := notify.New(notify.Options{Config: cfg.Notify, Store: st,
 			Metrics: notify.NewMetrics(metrics.Registry), Log: log.With("component", "notify")})
@@ -171,6 +173,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	go func() { defer func() { bgDone <- struct{}{} }(); cp.Run(bg, auditLog) }()
 	go func() { defer func() { bgDone <- struct{}{} }(); sweeper.Run(bg) }()
+	go func() { defer func() { bgDone <- struct{}{} }(); sessionCache.Run(bg, st, log) }()
 	// Keys reload without a restart: every 30 s, and at once on SIGHUP.
 	go func() { defer func() { bgDone <- struct{}{} }(); keys.Watch(bg, token.DefaultWatchInterval) }()
 	hup := make(chan os.Signal, 1)

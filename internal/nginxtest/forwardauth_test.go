@@ -3,7 +3,7 @@ package nginxtest
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -437,5 +437,5 @@ func randomHex(t *testing.T, n int) string {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	return hex.EncodeToString(b)
+	return base64.RawURLEncoding.EncodeToString(b) // 64 letters: 16 distinct, as serve requires
 }

@@ -95,6 +95,7 @@ func addRoutes(r chi.Router, d Deps) {
 		Log: d.Log, Store: d.Store, Verifier: d.Verifier, Cookie: cookie, Events: events, Now: d.Now,
 		Origins: []string{session.Origin(s.AppURL), session.Origin(s.PublicURL)},
 		Unused:  func() { m.unused.Inc() },
+		Cache:   d.SessionCache,
 	})
 	lh := login.New(login.Options{
 		Log: d.Log, Store: d.Store, Issuer: d.Issuer, Verifier: d.Verifier, Cookie: cookie, Sessions: sessions, Events: events,

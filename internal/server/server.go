@@ -19,6 +19,7 @@ import (
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -74,6 +75,9 @@ type Deps struct {
 	Policy *action.Policy
 	// Metrics receives the service's metrics; NewMetrics(nil) when nil.
 	Metrics *Metrics
+	// SessionCache, when set (and running), serves live sessions from
+	// memory, invalidated through Redis pub/sub; nil checks Redis always.
+	SessionCache *session.Cache
 }
 
 // New returns the service's handler.

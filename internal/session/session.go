@@ -82,7 +82,8 @@ type Handlers struct {
 	events  audit.Encoder
 	now     func() time.Time
 	origins []string // origins allowed to end a session by its cookie
-	cache   *verifiedCache
+	cache   *Cache   // nil: every check reads Redis
+	claims  *verifiedCache
 	// Unused is called for each session ended as never used.
 	unused     func()
 	unusedMu   sync.Mutex
@@ -101,6 +102,9 @@ type Options struct {
 	// the public URL's. A request without Origin (not a browser) may too.
 	Origins []string
 	Unused  func()
+	// Cache, when set, serves live sessions from memory (see Cache); its
+	// Run must be running.
+	Cache *Cache
 }
 
 // New returns the session handlers.
@@ -109,7 +113,7 @@ func New(o Options) *Handlers {
 		o.Now = time.Now
 	}
 	return &Handlers{log: o.Log, store: o.Store, verify: o.Verifier, cookie: o.Cookie, events: o.Events, now: o.Now,
-		origins: o.Origins, cache: newVerifiedCache(10000), unused: o.Unused}
+		origins: o.Origins, claims: newVerifiedCache(10000), cache: o.Cache, unused: o.Unused}
 }
 
 // verifiedCache remembers session cookies whose signature and claims were
@@ -154,14 +158,14 @@ func (h *Handlers) Claims(r *http.Request) (*token.Claims, bool) {
 		return nil, false
 	}
 	k := sha256.Sum256([]byte(ck.Value))
-	if c, ok := h.cache.get(k, h.now()); ok {
+	if c, ok := h.claims.get(k, h.now()); ok {
 		return c, true
 	}
 	c, err := h.verify.Verify(token.Session, ck.Value)
 	if err != nil {
 		return nil, false
 	}
-	h.cache.put(k, c)
+	h.claims.put(k, c)
 	return c, true
 }
 
@@ -173,7 +177,23 @@ func (h *Handlers) Live(r *http.Request) (store.Session, error) {
 	if !ok {
 		return store.Session{}, store.ErrNoSession
 	}
+	var mark checkMark
+	if h.cache != nil {
+		now := h.now()
+		sess, write, ok := h.cache.get(c.SID, now)
+		if ok && !write {
+			return sess, nil // no Redis: the subscription would have told of its end
+		}
+		mark = h.cache.mark()
+	}
 	sess, lapse, err := h.store.Touch(r.Context(), c.SID)
+	if h.cache != nil {
+		if err != nil {
+			h.cache.Drop(c.SID)
+		} else if sess.Subject.ID == c.Subject && sess.Actor.ID == c.Act.Sub {
+			h.cache.put(sess, h.now(), mark)
+		}
+	}
 	if lapse != "" {
 		h.EndLapsed(r.Context(), sess, Request(r))
 	}

@@ -26,6 +26,7 @@ const (
 	keySweepLease     = "sweep-lease"       // who sweeps lapsed sessions now
 	keyCheckpointSeal = "audit:sealed"      // the newest checkpoint's seq, never lowered
 	keyGrant          = "grant"             // grant:<id> → hash: the one live session of an auto-delivery grant
+	keySessionEnds    = "session-ends"      // pub/sub channel: the id of every session that ends
 )
 
 // Stream field names.

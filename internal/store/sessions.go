@@ -134,7 +134,8 @@ func (s *Store) liveRecord(h []any) (Session, bool, error) {
 }
 
 // endScript: KEYS[1] audit stream, KEYS[2] session key, KEYS[3] session
-// index, KEYS[4] admin's index, KEYS[5] deadlines; ARGV[1] session id,
+// index, KEYS[4] admin's index, KEYS[5] deadlines, KEYS[6] the session-ends
+// channel (published to: every instance drops the session); ARGV[1] session id,
 // ARGV[2] now (ms), ARGV[3] mode ("any": logout and revocation end a live
 // session; "lapsed": only a lapsed one), ARGV[4..5] the event for "any",
 // ARGV[6..11] the events for an idle, cap and unused lapse.
@@ -162,6 +163,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 local id = emit(ev, idx)
+redis.call('PUBLISH', KEYS[6], ARGV[1])
 if why then return {$CODE_LAPSED, why} end
 return {$CODE_OK, id}
 `)
@@ -216,7 +218,7 @@ func (s *Store) endRun(ctx context.Context, sess Session, mode string, ev audit.
 		args = append(args, eventArgs(e)...)
 	}
 	res, err := s.run(ctx, endScript, []string{s.key(keyAudit), s.key(keySession, sess.ID), s.key(keySessions),
-		s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines)}, args...)
+		s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), s.key(keySessionEnds)}, args...)
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return nil, fmt.Errorf("store: end session: %w", err)
 	}
@@ -313,4 +315,50 @@ func (s *Store) SweepLease(ctx context.Context, owner string, ttl time.Duration)
 		return false, fmt.Errorf("store: sweep lease: %w", err)
 	}
 	return code == codeOK, nil
+}
+
+// SessionEnds is a subscription to the ids of sessions that end, on every
+// instance: logout, revocation, lapse, supersession.
+type SessionEnds struct {
+	ps *redis.PubSub
+}
+
+// SubscribeEnds subscribes to the ids of the sessions that end.
+func (s *Store) SubscribeEnds(ctx context.Context) *SessionEnds {
+	return &SessionEnds{ps: s.rdb.Subscribe(ctx, s.key(keySessionEnds))}
+}
+
+// Close ends the subscription.
+func (e *SessionEnds) Close() error { return e.ps.Close() }
+
+// EndsEvent is what Receive returns: an ended session's id, or a change of
+// the subscription's state.
+type EndsEvent struct {
+	SID        string // an ended session
+	Subscribed bool   // the subscription is (again) in place: messages from now on arrive
+	Down       error  // the subscription broke: messages may be lost until Subscribed
+}
+
+// Receive waits up to timeout for the next event. A timeout with nothing
+// received is checked with a PING on the subscription's connection, so a
+// silently dead connection shows as Down.
+func (e *SessionEnds) Receive(ctx context.Context, timeout time.Duration) EndsEvent {
+	msg, err := e.ps.ReceiveTimeout(ctx, timeout)
+	if err != nil {
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			if perr := e.ps.Ping(ctx); perr != nil {
+				return EndsEvent{Down: perr}
+			}
+			return EndsEvent{}
+		}
+		return EndsEvent{Down: err}
+	}
+	switch m := msg.(type) {
+	case *redis.Subscription:
+		return EndsEvent{Subscribed: m.Kind == "subscribe"}
+	case *redis.Message:
+		return EndsEvent{SID: m.Payload}
+	}
+	return EndsEvent{}
 }

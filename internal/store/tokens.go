@@ -254,7 +254,7 @@ var ErrFirstParty = errors.New("store: the grant's session was opened first-part
 
 // redeemScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] session
 // key, KEYS[4] session index, KEYS[5] the admin's session index, KEYS[6]
-// session deadlines, KEYS[7] grant; ARGV[1] session JSON, ARGV[2] now (ms),
+// session deadlines, KEYS[7] grant, KEYS[8] the session-ends channel; ARGV[1] session JSON, ARGV[2] now (ms),
 // ARGV[3] cap (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0:
 // none), ARGV[6] record TTL (ms), ARGV[7] first deadline (ms), ARGV[8]
 // session id, ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
@@ -291,6 +291,7 @@ if ARGV[15] ~= '' then
       redis.call('ZREM', KEYS[5], ARGV[16])
       redis.call('ZREM', KEYS[6], ARGV[16])
       emit(ARGV[19], ARGV[20])
+      redis.call('PUBLISH', KEYS[8], ARGV[16])
     end
   end
   redis.call('HSET', KEYS[7], $FIELD_GRANT_SESSION, ARGV[8], $FIELD_GRANT_BY, ARGV[15])
@@ -343,7 +344,7 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 		args = append(args, "", "", "", "", "", "", "", "", 0)
 	}
 	code, _, err := pair(s.run(ctx, redeemScript, []string{s.key(keyAudit), s.key(keyToken, r.JTI),
-		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), grantKey}, args...))
+		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), grantKey, s.key(keySessionEnds)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
