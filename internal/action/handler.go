@@ -132,31 +132,22 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// One round trip: the per-admin rate (counted in Redis, shared by every
 	// instance), the approval's single use, the reservation and its event.
+	// The refusals' events are written by deny (folded per admin) when
+	// they happen, rather than encoded for every mint in case they do.
 	if rate := o.Policy.Rate; rate.N > 0 {
-		denied := ev
-		denied.Type = audit.Denied
-		denied.Detail = "rule " + ruleRate + ": over " + rate.String() + " for this admin"
 		res.Rate = &store.Limit{N: rate.N, Window: rate.Per, Who: []string{"mint", admin.ID}}
-		if res.Rate.Denied, err = o.Events.Encode(denied); err != nil {
-			return public(err)
-		}
 	}
 	if t.approval != nil {
-		denied := ev
-		denied.Type = audit.Denied
-		denied.Detail = "rule " + ruleApproval + ": this approval request was already used"
 		res.Approval = &store.ApprovalUse{ID: t.approval.id, Until: t.approval.ttl}
-		if res.Approval.Denied, err = o.Events.Encode(denied); err != nil {
-			return public(err)
-		}
 	}
 	_, err = o.Store.Reserve(r.Context(), res)
 	var rateErr *store.RateError
 	switch {
 	case errors.As(err, &rateErr):
-		return public(&forbidden{rule: ruleRate, detail: fmt.Sprintf("over %s; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))})
+		return public(o.deny(r, ev, &forbidden{rule: ruleRate,
+			detail: fmt.Sprintf("over %s for this admin; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))}))
 	case errors.Is(err, store.ErrApprovalUsed):
-		return public(&forbidden{rule: ruleApproval, detail: "approval request already used"})
+		return public(o.deny(r, ev, &forbidden{rule: ruleApproval, detail: "this approval request was already used"}))
 	case err != nil:
 		return public(httpx.Unavailable(err)) // the token is dropped: never delivered
 	}

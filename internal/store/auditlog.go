@@ -26,7 +26,7 @@ func records(msgs []redis.XMessage, field string) []audit.Record {
 // Events reads events from start to end (stream ids; "-", "+", "(" for an
 // exclusive bound), oldest first, at most count.
 func (s *Store) Events(ctx context.Context, start, end string, count int64) ([]audit.Record, error) {
-	msgs, err := s.rdb.XRangeN(ctx, s.key(keyAudit), start, end, count).Result()
+	msgs, err := s.rdb.XRangeN(ctx, s.k.audit, start, end, count).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: read audit stream: %w", err)
 	}
@@ -35,7 +35,7 @@ func (s *Store) Events(ctx context.Context, start, end string, count int64) ([]a
 
 // EventsBefore reads events from end down to start, newest first.
 func (s *Store) EventsBefore(ctx context.Context, end, start string, count int64) ([]audit.Record, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, s.key(keyAudit), end, start, count).Result()
+	msgs, err := s.rdb.XRevRangeN(ctx, s.k.audit, end, start, count).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: read audit stream: %w", err)
 	}
@@ -46,7 +46,7 @@ func (s *Store) EventsBefore(ctx context.Context, end, start string, count int64
 // down to start, newest first: it reads only the index's own entries, then
 // those events. Entries whose event retention removed are skipped.
 func (s *Store) IndexBefore(ctx context.Context, index, end, start string, count int64) ([]audit.Record, string, error) {
-	ids, err := s.rdb.XRevRangeN(ctx, s.key(keyAudit)+":idx:"+index, end, start, count).Result()
+	ids, err := s.rdb.XRevRangeN(ctx, s.k.audit+":idx:"+index, end, start, count).Result()
 	if err != nil {
 		return nil, "", fmt.Errorf("store: read audit index: %w", err)
 	}
@@ -56,7 +56,7 @@ func (s *Store) IndexBefore(ctx context.Context, index, end, start string, count
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.XMessageSliceCmd, len(ids))
 	for i, m := range ids {
-		cmds[i] = pipe.XRangeN(ctx, s.key(keyAudit), m.ID, m.ID, 1)
+		cmds[i] = pipe.XRangeN(ctx, s.k.audit, m.ID, m.ID, 1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, "", fmt.Errorf("store: read audit stream: %w", err)
@@ -71,7 +71,7 @@ func (s *Store) IndexBefore(ctx context.Context, index, end, start string, count
 // Follow blocks up to block for events after the stream id after and
 // returns up to count of them (none when block passed).
 func (s *Store) Follow(ctx context.Context, after string, count int64, block time.Duration) ([]audit.Record, error) {
-	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.key(keyAudit), after}, Count: count, Block: block}).Result()
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.k.audit, after}, Count: count, Block: block}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -159,7 +159,7 @@ return {$CODE_OK, tostring(n)}
 // Trim removes events below eventsMinID and checkpoints below
 // checkpointsMinID together, and returns how many events went.
 func (s *Store) Trim(ctx context.Context, eventsMinID, checkpointsMinID string) (int64, error) {
-	_, n, err := pair(s.run(ctx, trimScript, []string{s.key(keyAudit), s.key(keyCheckpoints)}, eventsMinID, checkpointsMinID))
+	_, n, err := pair(s.run(ctx, trimScript, []string{s.k.audit, s.key(keyCheckpoints)}, eventsMinID, checkpointsMinID))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return 0, fmt.Errorf("store: trim: %w", err)
 	}

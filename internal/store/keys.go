@@ -109,9 +109,36 @@ var luaReplacer = strings.NewReplacer(
 
 func quote(s string) string { return "'" + s + "'" }
 
-// key returns the full name of one of the service's keys: prefix:parts...
+// key returns the full name of one of the service's keys: prefix:parts...,
+// built in one allocation (it is on every request's path).
 func (s *Store) key(parts ...string) string {
-	return s.prefix + ":" + strings.Join(parts, ":")
+	n := len(s.prefix)
+	for _, p := range parts {
+		n += 1 + len(p)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(s.prefix)
+	for _, p := range parts {
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// fixedKeys are the keys whose names never change, built once.
+type fixedKeys struct {
+	audit, sessions, deadlines, ends string
+	// Placeholders for optional keys a script is passed but does not use
+	// (scripts declare every key they may touch, in one slot).
+	noRate, noApproval, noToken, noGrant string
+}
+
+func (s *Store) buildKeys() {
+	s.k = fixedKeys{
+		audit: s.key(keyAudit), sessions: s.key(keySessions), deadlines: s.key(keyDeadlines), ends: s.key(keySessionEnds),
+		noRate: s.key(keyRate, "none"), noApproval: s.key(keyApproval, "none"), noToken: s.key(keyToken, "none"), noGrant: s.key(keyGrant, "none"),
+	}
 }
 
 // Notifications (internal/notify, store/notify.go): the audit stream's

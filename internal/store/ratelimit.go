@@ -18,7 +18,7 @@ return {$CODE_OK, emit(ARGV[1], ARGV[2])}
 // Append writes one audit event on its own (a refusal with nothing else to
 // change) and its index entries. It returns the event's stream id.
 func (s *Store) Append(ctx context.Context, ev audit.Encoded) (string, error) {
-	_, id, err := pair(s.run(ctx, appendScript, []string{s.key(keyAudit)}, eventArgs(ev)...))
+	_, id, err := pair(s.run(ctx, appendScript, []string{s.k.audit}, eventArgs(ev)...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return "", fmt.Errorf("store: append audit event: %w", err)
 	}
@@ -50,7 +50,7 @@ func (s *Store) AppendCounted(ctx context.Context, ev audit.Encoded, l Limit) er
 		return err
 	}
 	args := append([]any{l.N, l.Window.Milliseconds()}, eventArgs(ev)...)
-	code, payload, err := pair(s.run(ctx, countedScript, []string{s.key(keyAudit), s.key(append([]string{keyRate}, l.Who...)...)}, args...))
+	code, payload, err := pair(s.run(ctx, countedScript, []string{s.k.audit, s.key(append([]string{keyRate}, l.Who...)...)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return fmt.Errorf("store: counted append: %w", err)
 	}
@@ -106,7 +106,7 @@ func (s *Store) AppendFolded(ctx context.Context, ev audit.Encoded, f Fold) (fol
 	args := append([]any{f.N, f.Window.Milliseconds()}, eventArgs(ev)...)
 	args = append(args, eventArgs(f.Summary)...)
 	args = append(args, FoldedMarker)
-	code, _, err := pair(s.run(ctx, foldScript, []string{s.key(keyAudit), s.key(who...), s.key(append(who, "folded")...)}, args...))
+	code, _, err := pair(s.run(ctx, foldScript, []string{s.k.audit, s.key(who...), s.key(append(who, "folded")...)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, fmt.Errorf("store: folded append: %w", err)
 	}

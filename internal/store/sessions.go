@@ -73,7 +73,7 @@ return {$CODE_OK, h[1]}
 // returned with ErrNoSession and its lapse: the caller ends it with
 // EndLapsed, which records the end in the same step.
 func (s *Store) Touch(ctx context.Context, sid string) (Session, Lapse, error) {
-	res, err := touchScript.Run(ctx, s.rdb, []string{s.key(keySession, sid), s.key(keyDeadlines)},
+	res, err := touchScript.Run(ctx, s.rdb, []string{s.key(keySession, sid), s.k.deadlines},
 		ms(s.now()), time.Minute.Milliseconds(), sid).Slice()
 	if err != nil {
 		return Session{}, "", fmt.Errorf("store: touch session: %w", err)
@@ -217,8 +217,8 @@ func (s *Store) endRun(ctx context.Context, sess Session, mode string, ev audit.
 	for _, e := range []audit.Encoded{ev, l.Idle, l.Cap, l.Unused} {
 		args = append(args, eventArgs(e)...)
 	}
-	res, err := s.run(ctx, endScript, []string{s.key(keyAudit), s.key(keySession, sess.ID), s.key(keySessions),
-		s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), s.key(keySessionEnds)}, args...)
+	res, err := s.run(ctx, endScript, []string{s.k.audit, s.key(keySession, sess.ID), s.k.sessions,
+		s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, s.k.ends}, args...)
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return nil, fmt.Errorf("store: end session: %w", err)
 	}
@@ -228,7 +228,7 @@ func (s *Store) endRun(ctx context.Context, sess Session, mode string, ev audit.
 // Sessions lists the live sessions (those of one admin when adminID is not
 // empty), soonest cap first.
 func (s *Store) Sessions(ctx context.Context, adminID string) ([]Session, error) {
-	index := s.key(keySessions)
+	index := s.k.sessions
 	if adminID != "" {
 		index = s.key(keyAdminSessions, adminID)
 	}
@@ -263,7 +263,7 @@ func (s *Store) Sessions(ctx context.Context, adminID string) ([]Session, error)
 // Due returns up to n session ids whose deadline has passed: lapsed
 // sessions for the sweeper to end.
 func (s *Store) Due(ctx context.Context, n int64) ([]string, error) {
-	ids, err := s.rdb.ZRangeByScore(ctx, s.key(keyDeadlines), &redis.ZRangeBy{
+	ids, err := s.rdb.ZRangeByScore(ctx, s.k.deadlines, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(ms(s.now()), 10), Count: n,
 	}).Result()
 	if err != nil {
@@ -325,7 +325,7 @@ type SessionEnds struct {
 
 // SubscribeEnds subscribes to the ids of the sessions that end.
 func (s *Store) SubscribeEnds(ctx context.Context) *SessionEnds {
-	return &SessionEnds{ps: s.rdb.Subscribe(ctx, s.key(keySessionEnds))}
+	return &SessionEnds{ps: s.rdb.Subscribe(ctx, s.k.ends)}
 }
 
 // Close ends the subscription.

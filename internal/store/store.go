@@ -49,6 +49,7 @@ type Store struct {
 	prefix   string
 	now      func() time.Time
 	ack      time.Duration
+	k        fixedKeys
 	// replicas: 0 not yet known, 1 none (standalone: no wait), 2 wait.
 	replicas atomic.Int32
 	// acks is how many replicas must acknowledge a change.
@@ -110,7 +111,9 @@ func newStore(rdb redis.UniversalClient, o Options) (*Store, error) {
 	if !validPrefix(o.Prefix) {
 		return nil, fmt.Errorf("store: prefix %q is not a non-empty {hash tag}", o.Prefix)
 	}
-	return &Store{rdb: rdb, prefix: o.Prefix, now: o.Now, ack: o.ReplicaAck}, nil
+	s := &Store{rdb: rdb, prefix: o.Prefix, now: o.Now, ack: o.ReplicaAck}
+	s.buildKeys()
+	return s, nil
 }
 
 // validPrefix accepts "{tag}" with a non-empty tag and nothing around it.

@@ -60,7 +60,7 @@ type Limit struct {
 	N      int
 	Window time.Duration
 	Who    []string      // the counter's name parts, e.g. "mint", admin id
-	Denied audit.Encoded // appended when the limit refuses
+	Denied audit.Encoded // appended when the limit refuses; none when empty
 }
 
 // ApprovalUse marks one approval request used until it could no longer be
@@ -68,7 +68,7 @@ type Limit struct {
 type ApprovalUse struct {
 	ID     string // a digest of the approval request
 	Until  time.Duration
-	Denied audit.Encoded
+	Denied audit.Encoded // appended when it was used before; none when empty
 }
 
 // RateError is returned when a rate limit refuses; its Denied event was
@@ -101,7 +101,7 @@ if limit > 0 then
     ttl = tonumber(ARGV[6])
   end
   if n > limit then
-    emit(ARGV[7], ARGV[8])
+    if ARGV[7] ~= '' then emit(ARGV[7], ARGV[8]) end
     return {$CODE_RATE, tostring(ttl)}
   end
 end
@@ -110,7 +110,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 or (ARGV[12] ~= '' and redis.call('EXISTS'
 end
 if tonumber(ARGV[9]) > 0 then
   if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[9]) then
-    emit(ARGV[10], ARGV[11])
+    if ARGV[10] ~= '' then emit(ARGV[10], ARGV[11]) end
     return {$CODE_APPROVAL, ''}
   end
 end
@@ -132,15 +132,15 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rateKey, limit, window, denied := s.key(keyRate, "none"), 0, int64(0), audit.Encoded{}
+	rateKey, limit, window, denied := s.k.noRate, 0, int64(0), audit.Encoded{}
 	if l := r.Rate; l != nil && l.N > 0 {
 		rateKey, limit, window, denied = s.key(append([]string{keyRate}, l.Who...)...), l.N, l.Window.Milliseconds(), l.Denied
 	}
-	approvalKey, approvalTTL, approvalDenied := s.key(keyApproval, "none"), int64(0), audit.Encoded{}
+	approvalKey, approvalTTL, approvalDenied := s.k.noApproval, int64(0), audit.Encoded{}
 	if a := r.Approval; a != nil {
 		approvalKey, approvalTTL, approvalDenied = s.key(keyApproval, a.ID), max(a.Until.Milliseconds(), 1), a.Denied
 	}
-	pairKey, pairGrant := s.key(keyToken, "none"), ""
+	pairKey, pairGrant := s.k.noToken, ""
 	if p := r.Pair; p != nil {
 		b, err := json.Marshal(p.Grant)
 		if err != nil {
@@ -156,7 +156,7 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	args = append(args, eventArgs(approvalDenied)...)
 	args = append(args, pairGrant)
 	code, payload, err := pair(s.run(ctx, reserveScript,
-		[]string{s.key(keyAudit), s.key(keyToken, r.JTI), rateKey, approvalKey, pairKey}, args...))
+		[]string{s.k.audit, s.key(keyToken, r.JTI), rateKey, approvalKey, pairKey}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return "", fmt.Errorf("store: reserve: %w", err)
 	}
@@ -329,7 +329,7 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed} {
 		args = append(args, eventArgs(e)...)
 	}
-	grantKey := s.key(keyGrant, "none")
+	grantKey := s.k.noGrant
 	if a := r.Auto; a != nil {
 		grantKey = s.key(keyGrant, a.Grant.GrantID)
 		oldKey := ""
@@ -343,8 +343,8 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	} else {
 		args = append(args, "", "", "", "", "", "", "", "", 0)
 	}
-	code, _, err := pair(s.run(ctx, redeemScript, []string{s.key(keyAudit), s.key(keyToken, r.JTI),
-		s.key(keySession, sess.ID), s.key(keySessions), s.key(keyAdminSessions, sess.Actor.ID), s.key(keyDeadlines), grantKey, s.key(keySessionEnds)}, args...))
+	code, _, err := pair(s.run(ctx, redeemScript, []string{s.k.audit, s.key(keyToken, r.JTI),
+		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, grantKey, s.k.ends}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
@@ -400,7 +400,7 @@ func (s *Store) Discard(ctx context.Context, jti, grantID, sid string, ev, unkno
 	for _, e := range []audit.Encoded{ev, unknown, consumed} {
 		args = append(args, eventArgs(e)...)
 	}
-	code, _, err := pair(s.run(ctx, discardScript, []string{s.key(keyAudit), s.key(keyToken, jti), s.key(keyGrant, grantID)}, args...))
+	code, _, err := pair(s.run(ctx, discardScript, []string{s.k.audit, s.key(keyToken, jti), s.key(keyGrant, grantID)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return Unknown, fmt.Errorf("store: discard: %w", err)
 	}
