@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/redistest"
@@ -56,5 +61,87 @@ func TestOutputIsSafe(t *testing.T) {
 		if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
 			t.Errorf("csv cell %q starts a formula", cell)
 		}
+	}
+}
+
+// TestShipperResumes runs examples/impersonator-ship (the README's systemd
+// shipper): killed and restarted, it writes every event exactly once.
+func TestShipperResumes(t *testing.T) {
+	srv := redistest.StartServer(t)
+	st, err := store.Open(srv.URL(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+"/impersonator", ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	appendN := func(from, n int) {
+		for i := range n {
+			ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1"}, Detail: fmt.Sprint("e", from+i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Append(context.Background(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	file := t.TempDir() + "/audit.jsonl"
+	ship := func(wantLines int) {
+		t.Helper()
+		cmd := exec.Command("sh", "../../examples/impersonator-ship", file)
+		cmd.Env = append(os.Environ(), "REDIS_URL="+srv.URL(), "PATH="+bin+":"+os.Getenv("PATH"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if b, _ := os.ReadFile(file); len(eventLines(string(b))) >= wantLines {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	appendN(0, 5)
+	ship(5)
+	appendN(5, 5)
+	ship(10)
+	seen := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(readFile(t, file)), "\n") {
+		var e struct{ Detail string }
+		if json.Unmarshal([]byte(line), &e) == nil && e.Detail != "" {
+			seen[e.Detail]++
+		}
+	}
+	for i := range 10 {
+		if n := seen[fmt.Sprint("e", i)]; n != 1 {
+			t.Errorf("event e%d shipped %d times, want once", i, n)
+		}
+	}
+}
+
+// TestCLIQuietWithSentinel: go-redis's own log lines (a Sentinel client
+// announces the primary it found, on the process's stderr) never reach the
+// CLI's output: the built binary, run against a real Sentinel setup, prints
+// only its table.
+func TestCLIQuietWithSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t, 1)
+	bin := t.TempDir() + "/impersonator"
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "sessions", "list")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+s.URL())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if stderr.Len() != 0 || !strings.HasPrefix(stdout.String(), "SESSION") {
+		t.Errorf("a clean run printed more than its table:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
 	}
 }
