@@ -24,11 +24,11 @@ build: ## build the binary into bin/
 	$(GO) build -trimpath -o $(BIN) ./cmd/impersonator
 
 .PHONY: test
-test: test-deps ## run every test, against the embedded Redis, a real redis-server and headless Chromium
+test: test-deps ## run every test: embedded Redis, real redis-server, Cluster and Sentinel, nginx, headless Chromium
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test-deps
-test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium)
+test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium, nginx)
 	@scripts/test-deps
 
 .PHONY: bench
@@ -44,8 +44,10 @@ bench-audit: ## load 1M audit events into a fresh redis-server, time queries and
 	$(GO) run ./tools/auditbench $(AUDITBENCH_FLAGS)
 
 .PHONY: fuzz
-fuzz: ## fuzz the token verifier for 30s
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./internal/token
+fuzz: ## fuzz the token verifier, the action decoder (accepted ids are canonical) and ident, 20s each
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./internal/token
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRequest -fuzztime 20s ./internal/action
+	$(GO) test -run '^$$' -fuzz FuzzFromJSON -fuzztime 20s ./internal/ident
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block)
