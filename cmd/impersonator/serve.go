@@ -148,7 +148,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	var bgNotify func(ctx context.Context, done chan<- struct{})
 	auditLog := audit.NewLog(st, now)
 	cp := audit.Checkpointer{Log: log, Signer: keys, Interval: cfg.CheckpointInterval, Retention: cfg.AuditRetention,
-		Alarm: func(on bool) { metrics.Alarm.Set(map[bool]float64{true: 1, false: 0}[on]) }}
+		Alarm: metrics.SetAlarm}
 	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: now}, Now: now, Unused: metrics.CountUnused})
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),

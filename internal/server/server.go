@@ -104,8 +104,21 @@ type Metrics struct {
 	panics        prometheus.Counter
 	foldedDenials prometheus.Counter
 	unused        prometheus.Counter
-	// Alarm is 1 while the audit checkpointer refuses to sign.
-	Alarm prometheus.Gauge
+	// alarm is 1 while the audit checkpointer refuses to sign, under the
+	// name of the issue (impersonator_…) and the name of DESIGN.md 3.7
+	// (impersonation_…); SetAlarm sets both.
+	alarm, alarmDesign prometheus.Gauge
+}
+
+// SetAlarm sets the audit integrity alarm (true: the checkpointer refuses
+// to sign).
+func (m *Metrics) SetAlarm(on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.alarm.Set(v)
+	m.alarmDesign.Set(v)
 }
 
 // NewMetrics registers the service's metrics (and the Go runtime's) in reg,
@@ -135,11 +148,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		unused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "impersonator_sessions_unused_total", Help: "Sessions ended because no request ever presented them (a blocked third-party cookie, usually).",
 		}),
-		Alarm: prometheus.NewGauge(prometheus.GaugeOpts{
+		alarm: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "impersonator_audit_integrity_alarm", Help: "1 while the audit checkpointer refuses to sign what it sees (see the log), else 0.",
 		}),
+		alarmDesign: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "impersonation_audit_integrity_alarm", Help: "The same as impersonator_audit_integrity_alarm, under DESIGN.md 3.7's name.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.Alarm)
+	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.alarm, m.alarmDesign)
 	return m
 }
 
