@@ -124,7 +124,7 @@ func addRoutes(r chi.Router, d Deps) {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(requireAdmin(s.AdminTokens))
 		short := r.With(withTimeout(redisTimeout))
-		revoker := session.Revoker{Store: d.Store, Events: events}
+		revoker := session.Revoker{Store: d.Store, Events: events, Cache: d.SessionCache}
 		short.Method(http.MethodGet, "/sessions", plain.Handle(session.ListHandler(d.Store)))
 		short.Method(http.MethodDelete, "/sessions", plain.Handle(revoker.RevokeAllHandler(adminName)))
 		short.Method(http.MethodDelete, "/sessions/{id}", plain.Handle(revoker.RevokeHandler(adminName)))

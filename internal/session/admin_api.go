@@ -67,6 +67,10 @@ func ListHandler(st Lister) httpx.HandlerFunc {
 type Revoker struct {
 	Store  Ender
 	Events audit.Encoder
+	// Cache, when set, is this instance's session cache: a revocation
+	// drops the session there at once (other instances drop it on the
+	// published end).
+	Cache *Cache
 }
 
 // RevokeHandler answers DELETE /v1/sessions/{id}: 204, or 404 when there is
@@ -145,5 +149,9 @@ func (rv Revoker) end(ctx context.Context, sess store.Session, ri RequestInfo, d
 	if err != nil {
 		return err
 	}
-	return rv.Store.End(ctx, sess, ev, lapses)
+	err = rv.Store.End(ctx, sess, ev, lapses)
+	if rv.Cache != nil {
+		rv.Cache.Drop(sess.ID)
+	}
+	return err
 }

@@ -252,6 +252,7 @@ func (h *Handlers) EndLapsed(ctx context.Context, sess store.Session, ri Request
 	if err == nil {
 		var lapse store.Lapse
 		lapse, err = h.store.EndLapsed(ctx, sess, lapses)
+		h.drop(sess.ID)
 		if lapse == store.LapseUnused {
 			h.noteUnused(sess)
 		}
@@ -351,10 +352,19 @@ func (h *Handlers) end(r *http.Request, sid string, typ audit.Type, detail strin
 	if err != nil {
 		return err
 	}
-	if err := h.store.End(ctx, sess, ev, lapses); err != nil && !errors.Is(err, store.ErrNoSession) {
+	err = h.store.End(ctx, sess, ev, lapses)
+	h.drop(sid) // at once here; other instances on the published end
+	if err != nil && !errors.Is(err, store.ErrNoSession) {
 		return err
 	}
 	return nil
+}
+
+// drop forgets sid in this instance's cache, if any.
+func (h *Handlers) drop(sid string) {
+	if h.cache != nil {
+		h.cache.Drop(sid)
+	}
 }
 
 // sameParty reports whether r may act with the session cookie: a request
