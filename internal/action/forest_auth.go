@@ -28,6 +28,11 @@ type Admin struct {
 	RenderingID     string
 }
 
+// Name is the admin's first and last name, as the history shows it.
+func (a Admin) Name() string {
+	return strings.TrimSpace(strings.TrimSpace(a.FirstName) + " " + strings.TrimSpace(a.LastName))
+}
+
 // Authenticator checks the Forest UI's bearer JWT: HS256 only, signed with
 // FOREST_AUTH_SECRET, exp required.
 type Authenticator struct {

@@ -72,6 +72,9 @@ type Deps struct {
 	Now      func() time.Time
 	// Policy says who may impersonate whom; the default policy when nil.
 	Policy *action.Policy
+	// Policies, when set, holds the policy in force (it reloads) and
+	// replaces Policy.
+	Policies *action.PolicyHolder
 	// Metrics receives the service's metrics; NewMetrics(nil) when nil.
 	Metrics *Metrics
 }
@@ -83,6 +86,9 @@ func New(d Deps) http.Handler {
 	}
 	if d.Policy == nil {
 		d.Policy = action.DefaultPolicy()
+	}
+	if d.Policies == nil {
+		d.Policies = action.NewPolicyHolder(d.Policy)
 	}
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
@@ -102,6 +108,10 @@ type Metrics struct {
 	unused        prometheus.Counter
 	// Alarm is 1 while the audit checkpointer refuses to sign.
 	Alarm prometheus.Gauge
+	// PolicyReloadErrors counts policy reloads that failed (the previous
+	// policy stayed); PolicyStale is 1 while the last one failed.
+	PolicyReloadErrors prometheus.Counter
+	PolicyStale        prometheus.Gauge
 }
 
 // NewMetrics registers the service's metrics (and the Go runtime's) in reg,
@@ -134,9 +144,25 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		Alarm: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "impersonator_audit_integrity_alarm", Help: "1 while the audit checkpointer refuses to sign what it sees (see the log), else 0.",
 		}),
+		PolicyReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "impersonator_policy_reload_errors_total", Help: "Policy file reloads that failed to read or parse; the previous policy stayed in force.",
+		}),
+		PolicyStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "impersonator_policy_stale", Help: "1 while the last policy reload failed (the policy in force is older than the file), else 0.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.Alarm)
+	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.Alarm, m.PolicyReloadErrors, m.PolicyStale)
 	return m
+}
+
+// PolicyReloaded records a policy reload's outcome.
+func (m *Metrics) PolicyReloaded(err error) {
+	if err != nil {
+		m.PolicyReloadErrors.Inc()
+		m.PolicyStale.Set(1)
+		return
+	}
+	m.PolicyStale.Set(0)
 }
 
 // CountUnused counts a session ended as never used.

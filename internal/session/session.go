@@ -203,7 +203,7 @@ func Request(r *http.Request) RequestInfo {
 // Event returns the event of sess of type typ, caused by the request ri.
 func Event(typ audit.Type, sess store.Session, ri RequestInfo, detail string) audit.Event {
 	return audit.Event{
-		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason,
+		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason, Scope: sess.Scope,
 		TokenID: sess.TokenID, SessionID: sess.ID, IP: ri.IP, UserAgent: ri.UserAgent, RequestID: ri.RequestID, Detail: detail,
 	}
 }
@@ -264,6 +264,15 @@ type answer struct {
 	Reason     string    `json:"reason"`
 	StartedAt  time.Time `json:"started_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	Scope      string    `json:"scope"` // extension: read or full
+}
+
+// Scope is sess's scope: full for a session opened before scopes.
+func Scope(sess store.Session) string {
+	if sess.Scope == "" {
+		return token.ScopeFull
+	}
+	return sess.Scope
 }
 
 type actorJSON struct {
@@ -283,10 +292,11 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("X-Impersonation-Subject", sess.Subject.ID)
 	w.Header().Set("X-Impersonation-Actor", sess.Actor.Email)
+	w.Header().Set("X-Impersonation-Scope", Scope(sess))
 	httpx.WriteJSON(w, http.StatusOK, answer{
 		SessionID: sess.ID, Subject: sess.Subject.ID, Collection: sess.Subject.Collection,
 		Actor:  actorJSON{ID: sess.Actor.ID, Email: sess.Actor.Email},
-		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt,
+		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt, Scope: Scope(sess),
 	})
 	return nil
 }
