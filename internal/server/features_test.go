@@ -254,6 +254,11 @@ func TestReadOnlyImpersonation(t *testing.T) {
 	if err := json.Unmarshal(srec.Body.Bytes(), &sess); err != nil || sess["scope"] != "read" {
 		t.Errorf("session JSON %s: scope %v, want read", srec.Body.String(), sess["scope"])
 	}
+	for method, want := range map[string]int{"GET": 200, "HEAD": 200, "OPTIONS": 200, "POST": 403, "PUT": 403, "PATCH": 403, "DELETE": 403, "PROPFIND": 403} {
+		if rec := d.do(http.MethodGet, "/impersonation/session", "", map[string]string{"X-Forwarded-Method": method}, cookie); rec.Code != want {
+			t.Errorf("forward-auth of %s under read only: %d, want %d", method, rec.Code, want)
+		}
+	}
 	if _, rrec := d.login(tok); rrec.Code != 401 {
 		t.Errorf("replay: %d, want 401", rrec.Code)
 	}
