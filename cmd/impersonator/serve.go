@@ -116,6 +116,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 	metrics := server.NewMetrics(nil)
 	sessionCache := session.NewCache(cfg.SessionIdle)
+	policies := action.NewPolicyHolder(policy)
 	handler := server.New(server.Deps{
 		SessionCache: sessionCache,
 		Log:          log,
@@ -125,7 +126,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Issuer:       token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, now),
 		Verifier:     token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, now),
 		Now:          now,
-		Policy:       policy,
+		Policies:     policies,
 		Metrics:      metrics,
 	})
 
@@ -153,7 +154,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
 		Interval: cfg.SweepInterval}
+	// The policy reloads (SIGHUP, and when its file changes), and applies
+	// to live sessions: those it now refuses are revoked.
+	revoker := session.Revoker{Store: st, Events: audit.Encoder{Now: now}, Cache: sessionCache}
+	reloader := &action.Reloader{Path: cfg.PolicyFile, Holder: policies, Log: log.With("component", "policy"),
+		Interval: cfg.PolicyPoll, Recheck: cfg.TokenTTL + token.Leeway, Store: st, OnResult: metrics.PolicyReloaded,
+		Revoke: func(ctx context.Context, sess store.Session, detail string) error {
+			return revoker.RevokeSession(ctx, sess, session.RequestInfo{RequestID: "policy reload"}, detail)
+		}}
 	workers := 5
+	if cfg.PolicyFile != "" {
+		workers++
+	}
 	if cfg.Notify.Enabled() {
 		n, err := notify.New(notify.Options{Config: cfg.Notify, Store: st,
 			Metrics: notify.NewMetrics(metrics.Registry), Log: log.With("component", "notify")})
@@ -174,7 +186,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go func() { defer func() { bgDone <- struct{}{} }(); cp.Run(bg, auditLog) }()
 	go func() { defer func() { bgDone <- struct{}{} }(); sweeper.Run(bg) }()
 	go func() { defer func() { bgDone <- struct{}{} }(); sessionCache.Run(bg, st, log) }()
-	// Keys reload without a restart: every 30 s, and at once on SIGHUP.
+	if cfg.PolicyFile != "" {
+		go func() { defer func() { bgDone <- struct{}{} }(); reloader.Run(bg) }()
+	}
+	// Keys reload without a restart: every 30 s, and at once on SIGHUP (so
+	// does the policy file).
 	go func() { defer func() { bgDone <- struct{}{} }(); keys.Watch(bg, token.DefaultWatchInterval) }()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -190,6 +206,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 					log.Error("SIGHUP: keys reload failed; the previous keys stay in use", "error", err)
 				} else {
 					log.Info("SIGHUP: keys reloaded", "signer", keys.Signer(), "count", len(keys.Keys()))
+				}
+				if cfg.PolicyFile != "" {
+					_ = reloader.Reload(bg, "SIGHUP") // logs and counts its own failure
 				}
 			}
 		}

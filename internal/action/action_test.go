@@ -116,8 +116,8 @@ func rubyAdmin() jwt.MapClaims {
 }
 
 var (
-	ada   = audit.Actor{ID: "1001", Email: "ada@example.com", Team: "Support", Role: "Admin"}
-	grace = audit.Actor{ID: "2002", Email: "grace@example.com", Team: "Operations", Role: "Support"}
+	ada   = audit.Actor{ID: "1001", Email: "ada@example.com", Team: "Support", Role: "Admin", Name: "Ada Lovelace", PermissionLevel: "admin"}
+	grace = audit.Actor{ID: "2002", Email: "grace@example.com", Team: "Operations", Role: "Support", Name: "Grace Hopper", PermissionLevel: "user"}
 	u42   = audit.Subject{Collection: "users", ID: "42"}
 )
 
@@ -346,7 +346,10 @@ func TestAction(t *testing.T) {
 					t.Errorf("token lifetime = %v, want the 60s default", got)
 				}
 				m := *tc.minted
-				m.Type, m.TokenID, m.Time = audit.Minted, c.ID, t0
+				m.Type, m.TokenID, m.Time, m.Scope = audit.Minted, c.ID, t0, token.ScopeFull
+				if c.Scope != token.ScopeFull {
+					t.Errorf("token scope = %q, want the default %q", c.Scope, token.ScopeFull)
+				}
 				m.IP, m.UserAgent = "192.0.2.1", "forest-ui-test"
 				m.Detail = "delivery webhook"
 				switch tc.env["IMPERSONATOR_DELIVERY"] {

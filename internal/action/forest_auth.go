@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/impersonator/impersonator/internal/safetext"
 )
 
 // Admin is the Forest user who triggers the action, from the Forest UI's
@@ -28,6 +30,14 @@ type Admin struct {
 	Role            string
 	PermissionLevel string
 	RenderingID     string
+}
+
+// maxNameBytes caps the admin's name kept in grants, sessions and events.
+const maxNameBytes = 200
+
+// Name is the admin's first and last name, as the history shows it.
+func (a Admin) Name() string {
+	return safetext.Truncate(strings.TrimSpace(strings.TrimSpace(a.FirstName)+" "+strings.TrimSpace(a.LastName)), maxNameBytes)
 }
 
 // Authenticator checks the Forest UI's bearer JWT: HS256 only, signed with

@@ -37,6 +37,9 @@ type Options struct {
 	Auth      *Authenticator
 	EnvSecret string // FOREST_ENV_SECRET; empty disables approval requests
 	Policy    *Policy
+	// Policies, when set, holds the current policy (it reloads) and
+	// replaces Policy: each request reads it once.
+	Policies  *PolicyHolder
 	Store     Store
 	Issuer    Issuer
 	Events    audit.Encoder
@@ -73,7 +76,16 @@ func (e *unauthorized) Error() string { return "unauthorized: " + e.cause.Error(
 func (e *forbidden) Error() string    { return "forbidden by rule " + e.rule + ": " + e.detail }
 func (e *unauthorized) Unwrap() error { return e.cause }
 
+// policy returns the policy in force now.
+func (o *Options) policy() *Policy {
+	if o.Policies != nil {
+		return o.Policies.Load()
+	}
+	return o.Policy
+}
+
 func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
+	policy := o.policy() // one policy for the whole request, however it reloads meanwhile
 	admin, err := o.Auth.Authenticate(r)
 	if errors.Is(err, errNotConfigured) {
 		return public(&httpx.Error{Status: http.StatusServiceUnavailable, Cause: err})
@@ -82,36 +94,40 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 		return public(&unauthorized{cause: err})
 	}
 	ev := audit.Event{
-		Actor:     audit.Actor{ID: admin.ID, Email: admin.Email, Team: admin.Team, Role: admin.Role},
+		Actor: audit.Actor{ID: admin.ID, Email: admin.Email, Team: admin.Team, Role: admin.Role,
+			Name: admin.Name(), PermissionLevel: admin.PermissionLevel},
 		IP:        httpx.ClientIP(r.Context()),
 		UserAgent: r.UserAgent(),
 		RequestID: httpx.RequestID(r.Context()),
 	}
-	t, err := o.target(r)
+	t, err := o.target(r, policy)
 	ev.Subject = audit.Subject{Collection: t.Collection, ID: t.ID}
 	ev.Reason = t.Reason
 	if t.RequesterID != "" {
 		ev.Requester = &audit.Actor{ID: t.RequesterID}
 	}
 	if err == nil {
-		err = o.authorize(admin, t)
+		if t.Scope == "" {
+			t.Scope = policy.defaultAccess()
+		}
+		err = authorize(policy, admin, t)
 	}
 	if err != nil {
 		return public(o.deny(r, ev, err))
 	}
 
-	claims := token.Claims{Act: token.Actor{Sub: admin.ID, Email: admin.Email}, Collection: t.Collection}
+	claims := token.Claims{Act: token.Actor{Sub: admin.ID, Email: admin.Email}, Collection: t.Collection, Scope: t.Scope}
 	claims.Subject = t.ID
 	raw, issued, err := o.Issuer.Issue(token.Impersonation, claims, o.TokenTTL)
 	if err != nil {
 		return public(err) // a signing failure: 500, nothing stored, nothing handed out
 	}
 	minted := ev
-	minted.Type, minted.TokenID = audit.Minted, issued.ID
+	minted.Type, minted.TokenID, minted.Scope = audit.Minted, issued.ID, t.Scope
 	minted.Detail = "delivery " + string(o.Delivery)
 	res := store.Reservation{
 		JTI:   issued.ID,
-		Grant: store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, ExpiresAt: issued.ExpiresAt.Time},
+		Grant: store.Grant{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: t.Reason, Scope: t.Scope, ExpiresAt: issued.ExpiresAt.Time},
 		TTL:   o.TokenTTL,
 	}
 	var second string // auto delivery: the redirect credential
@@ -132,9 +148,19 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	// One round trip: the per-admin rate (counted in Redis, shared by every
 	// instance), the approval's single use, the reservation and its event.
-	// The refusals' events are written by deny (folded per admin) when
-	// they happen, rather than encoded for every mint in case they do.
-	if rate := o.Policy.Rate; rate.N > 0 {
+	if policy.requiresConsent(t.Collection) {
+		denied := ev
+		denied.Type = audit.Denied
+		denied.Detail = "rule " + ruleConsent + ": " + t.Collection + " " + t.ID + " has no active consent from the customer"
+		res.Consent = &store.ConsentCheck{}
+		if res.Consent.Denied, err = o.Events.Encode(denied); err != nil {
+			return public(err)
+		}
+	}
+	// The rate's and the approval's refusal events are written by deny
+	// (folded per admin) when they happen, rather than encoded for every
+	// mint in case they do.
+	if rate := policy.Rate; rate.N > 0 {
 		res.Rate = &store.Limit{N: rate.N, Window: rate.Per, Who: []string{"mint", admin.ID}}
 	}
 	if t.approval != nil {
@@ -145,14 +171,16 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.As(err, &rateErr):
 		return public(o.deny(r, ev, &forbidden{rule: ruleRate,
-			detail: fmt.Sprintf("over %s for this admin; next allowed in %s", o.Policy.Rate, rateErr.RetryAfter.Round(time.Second))}))
+			detail: fmt.Sprintf("over %s for this admin; next allowed in %s", policy.Rate, rateErr.RetryAfter.Round(time.Second))}))
+	case errors.Is(err, store.ErrNoConsent):
+		return public(&forbidden{rule: ruleConsent, detail: "no active consent"})
 	case errors.Is(err, store.ErrApprovalUsed):
 		return public(o.deny(r, ev, &forbidden{rule: ruleApproval, detail: "this approval request was already used"}))
 	case err != nil:
 		return public(httpx.Unavailable(err)) // the token is dropped: never delivered
 	}
 	o.Log.InfoContext(r.Context(), "impersonation minted",
-		"request_id", ev.RequestID, "jti", issued.ID, "actor", admin.ID, "collection", t.Collection, "subject", t.ID)
+		"request_id", ev.RequestID, "jti", issued.ID, "actor", admin.ID, "collection", t.Collection, "subject", t.ID, "scope", t.Scope)
 	httpx.WriteJSON(w, http.StatusOK, o.answer(raw, second, t))
 	return nil
 }
@@ -160,7 +188,7 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 // target reads the body, swaps in a verified approval request's payload and
 // validates it. The target is filled as far as it could be read, for the
 // refusal's audit event.
-func (o *Options) target(r *http.Request) (target, error) {
+func (o *Options) target(r *http.Request, policy *Policy) (target, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		if e := httpx.BodyError(r, err); e != nil && e.Status != http.StatusRequestEntityTooLarge {
@@ -195,8 +223,8 @@ func (o *Options) target(r *http.Request) (target, error) {
 	if err := safetext.CheckReason(t.Reason, 0); err != nil {
 		return t, refuse("%v", err)
 	}
-	if safetext.VisibleLen(t.Reason) < o.Policy.MinReason {
-		return t, refuse("the reason must be at least %d characters", o.Policy.MinReason)
+	if safetext.VisibleLen(t.Reason) < policy.MinReason {
+		return t, refuse("the reason must be at least %d characters", policy.MinReason)
 	}
 	if len(t.Reason) > audit.MaxReasonBytes {
 		return t, refuse("the reason must be at most %d bytes", audit.MaxReasonBytes)
@@ -206,8 +234,8 @@ func (o *Options) target(r *http.Request) (target, error) {
 
 // authorize applies the policy's rules; the rate is counted with the
 // reservation itself.
-func (o *Options) authorize(a Admin, t target) error {
-	if rule, detail := o.Policy.check(a, t); rule != "" {
+func authorize(p *Policy, a Admin, t target) error {
+	if rule, detail := p.check(a, t); rule != "" {
 		return &forbidden{rule: rule, detail: detail}
 	}
 	return nil

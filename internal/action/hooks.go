@@ -41,20 +41,46 @@ func reasonForm(value *string) form {
 	}
 }
 
+// accessFormField is the Access field: read only or full access, defaulting
+// to the policy's default_access; value is the choice made so far.
+func accessFormField(p *Policy, value *string) formField {
+	def := accessLabel(p.defaultAccess())
+	return formField{
+		Field:        accessField,
+		Type:         "Enum",
+		IsRequired:   true,
+		Description:  "Read only: the customer app refuses every change while you impersonate. Recorded in the audit log.",
+		DefaultValue: &def,
+		Value:        value,
+		Enums:        []any{accessRead, accessFull},
+	}
+}
+
 // HooksHandler answers the form hooks (load and change) with the action's
-// form: one required Reason text field. It never mints, needs no
-// authentication (the form is the same for everyone) and never answers an
-// error that would abort the action: an unreadable change request gets the
-// empty form.
-func HooksHandler() http.Handler {
+// form: a required Reason text field and, when the policy names
+// default_access or full_access, a required Access choice (policy is read
+// per request: it reloads). It never mints, needs no authentication (the
+// form is the same for everyone) and never answers an error that would
+// abort the action: an unreadable change request gets the empty form.
+func HooksHandler(policy func() *Policy) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteJSON(w, http.StatusOK, reasonForm(typedReason(r)))
+		typed := typedValues(r)
+		f := reasonForm(typed[reasonField])
+		if p := policy(); p.ShowsAccess() {
+			access := typed[accessField]
+			if access != nil && accessScopes[*access] == "" {
+				access = nil
+			}
+			f.Fields = append(f.Fields, accessFormField(p, access))
+		}
+		httpx.WriteJSON(w, http.StatusOK, f)
 	})
 }
 
-// typedReason returns the Reason typed so far, from a change hook's body
+// typedValues returns the text values typed so far, by field, from a
+// change hook's body
 // ({"data":{"attributes":{"fields":[{"field":"Reason","value":…}]}}}).
-func typedReason(r *http.Request) *string {
+func typedValues(r *http.Request) map[string]*string {
 	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil || len(b) == 0 {
 		return nil
@@ -72,10 +98,11 @@ func typedReason(r *http.Request) *string {
 	if json.Unmarshal(b, &body) != nil {
 		return nil
 	}
+	out := map[string]*string{}
 	for _, f := range body.Data.Attributes.Fields {
-		if s, ok := f.Value.(string); ok && f.Field == reasonField {
-			return &s
+		if s, ok := f.Value.(string); ok && (f.Field == reasonField || f.Field == accessField) && out[f.Field] == nil {
+			out[f.Field] = &s
 		}
 	}
-	return nil
+	return out
 }

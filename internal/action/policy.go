@@ -14,10 +14,30 @@ import (
 
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/ident"
+	"github.com/impersonator/impersonator/internal/token"
 )
 
 // reasonField is the action form's field that carries the reason.
 const reasonField = "Reason"
+
+// accessField is the action form's field that chooses the scope, and its
+// two choices.
+const (
+	accessField = "Access"
+	accessRead  = "Read only"
+	accessFull  = "Full access"
+)
+
+// accessScopes maps the Access field's choices to scopes.
+var accessScopes = map[string]string{accessRead: token.ScopeRead, accessFull: token.ScopeFull}
+
+// accessLabel is the Access choice of a scope.
+func accessLabel(scope string) string {
+	if scope == token.ScopeRead {
+		return accessRead
+	}
+	return accessFull
+}
 
 // Policy says who may impersonate whom (DESIGN.md 3.5).
 type Policy struct {
@@ -37,6 +57,62 @@ type Policy struct {
 	MinReason int
 	// Rate is the number of impersonations per admin per period.
 	Rate config.Rate
+	// DefaultAccess is the scope of a request that does not choose one:
+	// token.ScopeFull (the default) or token.ScopeRead.
+	DefaultAccess string
+	// FullAccess, when set, is who may choose full access; anyone else is
+	// refused it (rule full_access). Nil: every admin may.
+	FullAccess *Selector
+	// RequireConsent lists the collections whose records may be
+	// impersonated only under the customer's active consent.
+	RequireConsent []string
+	// accessSet: the file names default_access or full_access, so the
+	// action's form shows the Access field.
+	accessSet bool
+}
+
+// Selector selects admins as the policy's admins list does: every non-empty
+// list must match (a list matches when any of its entries does).
+type Selector struct {
+	Emails           []string
+	Teams            []string
+	Roles            []string
+	PermissionLevels []string
+}
+
+// match reports whether a is selected; when not, it names the list that
+// refused, prefixed by what (e.g. "admins").
+func (s Selector) match(a Admin, what string) (bool, string) {
+	switch {
+	case len(s.Emails) > 0 && !slices.Contains(s.Emails, strings.ToLower(a.Email)):
+		return false, fmt.Sprintf("admin email %q is not in %s.emails", a.Email, what)
+	case len(s.Teams) > 0 && !slices.Contains(s.Teams, a.Team):
+		return false, fmt.Sprintf("admin team %q is not in %s.teams", a.Team, what)
+	case len(s.Roles) > 0 && !slices.Contains(s.Roles, a.Role):
+		return false, fmt.Sprintf("admin role %q is not in %s.roles", a.Role, what)
+	case len(s.PermissionLevels) > 0 && !slices.Contains(s.PermissionLevels, a.PermissionLevel):
+		return false, fmt.Sprintf("admin permission level %q is not in %s.permission_levels", a.PermissionLevel, what)
+	}
+	return true, ""
+}
+
+// ShowsAccess reports whether the action's form offers the Access field:
+// the policy names default_access or full_access. A policy that names
+// neither keeps the form of before scopes (a Reason only); a request may
+// still choose its Access.
+func (p *Policy) ShowsAccess() bool { return p.accessSet || p.FullAccess != nil }
+
+// defaultAccess is the scope of a request that chooses none.
+func (p *Policy) defaultAccess() string {
+	if p.DefaultAccess == token.ScopeRead {
+		return token.ScopeRead
+	}
+	return token.ScopeFull
+}
+
+// requiresConsent reports whether collection's records need consent.
+func (p *Policy) requiresConsent(collection string) bool {
+	return slices.Contains(p.RequireConsent, collection)
 }
 
 // DefaultPolicy is the policy without a file: any authenticated admin,
@@ -44,24 +120,34 @@ type Policy struct {
 // hour.
 func DefaultPolicy() *Policy {
 	return &Policy{
-		Collections: []string{"users"},
-		MinReason:   8,
-		Rate:        config.Rate{N: 30, Per: time.Hour},
+		Collections:   []string{"users"},
+		MinReason:     8,
+		Rate:          config.Rate{N: 30, Per: time.Hour},
+		DefaultAccess: token.ScopeFull,
 	}
 }
 
 // policyFile is the file format (YAML, or JSON which YAML reads too).
 type policyFile struct {
-	Admins struct {
-		Emails           []string `yaml:"emails"`
-		Teams            []string `yaml:"teams"`
-		Roles            []string `yaml:"roles"`
-		PermissionLevels []string `yaml:"permission_levels"`
-	} `yaml:"admins"`
+	Admins          selectorFile        `yaml:"admins"`
 	Collections     []string            `yaml:"collections"`
 	Never           map[string][]string `yaml:"never"`
 	MinReasonLength *int                `yaml:"min_reason_length"`
 	Rate            *string             `yaml:"rate"`
+	DefaultAccess   *string             `yaml:"default_access"`
+	FullAccess      *selectorFile       `yaml:"full_access"`
+	RequireConsent  []string            `yaml:"require_consent"`
+}
+
+type selectorFile struct {
+	Emails           []string `yaml:"emails"`
+	Teams            []string `yaml:"teams"`
+	Roles            []string `yaml:"roles"`
+	PermissionLevels []string `yaml:"permission_levels"`
+}
+
+func (f selectorFile) selector() Selector {
+	return Selector{Emails: lower(f.Emails), Teams: f.Teams, Roles: f.Roles, PermissionLevels: f.PermissionLevels}
 }
 
 // LoadPolicy reads a policy file; an empty path gives DefaultPolicy. Unknown
@@ -92,8 +178,8 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	}
 	var problems []error
 	p := DefaultPolicy()
-	p.Emails = lower(f.Admins.Emails)
-	p.Teams, p.Roles, p.PermissionLevels = f.Admins.Teams, f.Admins.Roles, f.Admins.PermissionLevels
+	admins := f.Admins.selector()
+	p.Emails, p.Teams, p.Roles, p.PermissionLevels = admins.Emails, admins.Teams, admins.Roles, admins.PermissionLevels
 	if f.Collections != nil {
 		p.Collections = f.Collections
 	}
@@ -135,6 +221,30 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		}
 		p.Rate = r
 	}
+	if f.DefaultAccess != nil {
+		p.accessSet = true
+		switch *f.DefaultAccess {
+		case "read":
+			p.DefaultAccess = token.ScopeRead
+		case "full":
+			p.DefaultAccess = token.ScopeFull
+		default:
+			problems = append(problems, fmt.Errorf("default_access: %q is neither read nor full", *f.DefaultAccess))
+		}
+	}
+	if f.FullAccess != nil {
+		sel := f.FullAccess.selector()
+		p.FullAccess = &sel
+		if len(sel.Emails)+len(sel.Teams)+len(sel.Roles)+len(sel.PermissionLevels) == 0 {
+			problems = append(problems, errors.New("full_access: name at least one of emails, teams, roles, permission_levels (leave full_access out to let every admin choose full access)"))
+		}
+	}
+	for _, c := range f.RequireConsent {
+		if !slices.Contains(p.Collections, c) {
+			problems = append(problems, fmt.Errorf("require_consent: collection %q is not in collections", c))
+		}
+	}
+	p.RequireConsent = f.RequireConsent
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
@@ -159,27 +269,30 @@ const (
 	ruleNever      = "never"
 	ruleRate       = "rate"
 	ruleApproval   = "approval"
+	ruleFullAccess = "full_access"
+	ruleConsent    = "consent"
 )
 
 // check applies the policy's rules to admin and target; it returns the rule
 // that refuses, with a detail for the audit log, or "" when allowed. The
 // reason's length is checked separately (an action-level 400).
 func (p *Policy) check(a Admin, t target) (rule, detail string) {
+	admins := Selector{Emails: p.Emails, Teams: p.Teams, Roles: p.Roles, PermissionLevels: p.PermissionLevels}
+	if ok, detail := admins.match(a, "admins"); !ok {
+		return ruleAdmin, detail
+	}
 	switch {
-	case len(p.Emails) > 0 && !slices.Contains(p.Emails, strings.ToLower(a.Email)):
-		return ruleAdmin, fmt.Sprintf("admin email %q is not in admins.emails", a.Email)
-	case len(p.Teams) > 0 && !slices.Contains(p.Teams, a.Team):
-		return ruleAdmin, fmt.Sprintf("admin team %q is not in admins.teams", a.Team)
-	case len(p.Roles) > 0 && !slices.Contains(p.Roles, a.Role):
-		return ruleAdmin, fmt.Sprintf("admin role %q is not in admins.roles", a.Role)
-	case len(p.PermissionLevels) > 0 && !slices.Contains(p.PermissionLevels, a.PermissionLevel):
-		return ruleAdmin, fmt.Sprintf("admin permission level %q is not in admins.permission_levels", a.PermissionLevel)
 	case !slices.Contains(p.Collections, t.Collection):
 		return ruleCollection, fmt.Sprintf("collection %q is not in collections", t.Collection)
 	case slices.Contains(p.Never[t.Collection], t.ID):
 		return ruleNever, fmt.Sprintf("%s %s is listed in never", t.Collection, t.ID)
 	case slices.Contains(p.Never[t.Collection], leadingInteger(t.ID)):
 		return ruleNever, fmt.Sprintf("%s %s reads as %s (Rails' to_i, JavaScript's parseInt), which is listed in never", t.Collection, t.ID, leadingInteger(t.ID))
+	}
+	if t.Scope != token.ScopeRead && p.FullAccess != nil {
+		if ok, detail := p.FullAccess.match(a, "full_access"); !ok {
+			return ruleFullAccess, detail + ": full access refused"
+		}
 	}
 	return "", ""
 }

@@ -59,6 +59,7 @@ type target struct {
 	Collection  string
 	ID          string
 	Reason      string
+	Scope       string // token.ScopeRead or token.ScopeFull; "" when the request chose none
 	RequesterID string // set only by a verified approval request
 	approval    *approvalRequest
 }
@@ -125,6 +126,14 @@ func (a *attributes) validate(requesterAllowed bool) (target, error) {
 	t.Reason = strings.TrimSpace(s)
 	if t.Reason == "" {
 		return t, refuse("a reason is required")
+	}
+	if v, ok := a.Values[accessField]; ok && v != nil {
+		label, _ := v.(string)
+		scope, known := accessScopes[label]
+		if !known {
+			return t, refuse("%s must be %q or %q", accessField, accessRead, accessFull)
+		}
+		t.Scope = scope
 	}
 	return t, nil
 }

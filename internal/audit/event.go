@@ -25,10 +25,14 @@ const (
 	Rejected Type = "impersonation.rejected"
 	Ended    Type = "session.ended"
 	Revoked  Type = "session.revoked"
+	// Customer consent (DESIGN.md 3.7): granted and withdrawn through the
+	// admin API, each written with the consent's state in one step.
+	ConsentGranted   Type = "consent.granted"
+	ConsentWithdrawn Type = "consent.withdrawn"
 )
 
 // Types lists every event type, in the order of the contract.
-var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked}
+var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked, ConsentGranted, ConsentWithdrawn}
 
 // Valid reports whether t is one of the contract's event types.
 func (t Type) Valid() bool {
@@ -46,6 +50,12 @@ type Actor struct {
 	Email string `json:"email"`
 	Team  string `json:"team,omitempty"`
 	Role  string `json:"role,omitempty"`
+	// Name is the admin's first and last name (the Forest JWT's firstName
+	// and lastName), shown in the customer's history instead of the email.
+	Name string `json:"name,omitempty"`
+	// PermissionLevel is the Forest permission level, kept so that a
+	// reloaded policy can judge a live session's admin again.
+	PermissionLevel string `json:"permission_level,omitempty"`
 }
 
 // Subject is the impersonated customer record.
@@ -64,12 +74,15 @@ type Event struct {
 	Requester *Actor    `json:"requester,omitempty"` // with a Forest approval: who asked; Actor approved and executed
 	Subject   Subject   `json:"subject"`
 	Reason    string    `json:"reason,omitempty"`
-	TokenID   string    `json:"token_id,omitempty"`
-	SessionID string    `json:"session_id,omitempty"`
-	IP        string    `json:"ip,omitempty"`
-	UserAgent string    `json:"user_agent,omitempty"`
-	RequestID string    `json:"request_id,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
+	// Scope is the impersonation's access, "read" or "full", on every
+	// event of one impersonation; absent on events with none (a 401).
+	Scope     string `json:"scope,omitempty"`
+	TokenID   string `json:"token_id,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	Detail    string `json:"detail,omitempty"`
 }
 
 // idEncoding is lower-case base32 without padding: URL- and shell-safe.
@@ -158,12 +171,14 @@ func (e *Event) capFields() {
 	e.Reason = truncate(e.Reason, MaxReasonBytes)
 	e.UserAgent = truncate(e.UserAgent, MaxUserAgentBytes)
 	e.Detail = truncate(e.Detail, maxDetailBytes)
+	e.Scope = truncate(e.Scope, 8)
 	for _, a := range []*Actor{&e.Actor, e.Requester} {
 		if a == nil {
 			continue
 		}
 		a.ID, a.Email = truncate(a.ID, maxFieldBytes), truncate(a.Email, maxFieldBytes)
 		a.Team, a.Role = truncate(a.Team, maxFieldBytes), truncate(a.Role, maxFieldBytes)
+		a.Name, a.PermissionLevel = truncate(a.Name, maxFieldBytes), truncate(a.PermissionLevel, maxFieldBytes)
 	}
 	e.Subject.Collection = truncate(e.Subject.Collection, maxFieldBytes)
 	e.Subject.ID = truncate(e.Subject.ID, maxFieldBytes)

@@ -340,3 +340,52 @@ func (l *Log) CheckpointsAfter(ctx context.Context, after string, n int64) ([]Su
 	}
 	return out, after, nil
 }
+
+// Walk calls fn for each event matching f, newest first, from just before
+// the stream position cursor ("": the newest), until fn returns false or
+// the oldest is read. Like Query, a subject or actor reads only its index,
+// so a walk costs the matches it reads; reads start small and grow.
+func (l *Log) Walk(ctx context.Context, f Filter, cursor string, fn func(Entry) bool) error {
+	end, start := "+", "-"
+	if !f.Until.IsZero() {
+		end = "(" + streamID(f.Until)
+	}
+	if !f.Since.IsZero() {
+		start = streamID(f.Since)
+	}
+	if cursor != "" {
+		if !ValidStreamID(cursor) {
+			return ErrBadCursor
+		}
+		end = "(" + cursor
+	}
+	index := f.index()
+	n := int64(32)
+	for {
+		var recs []Record
+		var last string
+		var err error
+		if index != "" {
+			recs, last, err = l.st.IndexBefore(ctx, index, end, start, n)
+		} else {
+			recs, err = l.st.EventsBefore(ctx, end, start, n)
+			if len(recs) > 0 {
+				last = recs[len(recs)-1].ID
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read: %w", err)
+		}
+		for _, r := range recs {
+			e := decodeEntry(r)
+			if f.Match(e.Event) && !fn(e) {
+				return nil
+			}
+		}
+		if last == "" {
+			return nil
+		}
+		end = "(" + last
+		n = min(2*n, batch)
+	}
+}

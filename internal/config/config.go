@@ -111,6 +111,7 @@ type Config struct {
 	ReplicaAck         time.Duration // wait for a replica's ack this long; 0: off
 	SessionUnused      time.Duration // a session never presented within it is ended
 	SweepInterval      time.Duration // how often expired sessions are swept
+	PolicyPoll         time.Duration // how often the policy file is looked at for changes
 	NotifySecret       Secret        // IMPERSONATOR_NOTIFY_SECRET
 	Notify             notify.Config // notification targets, key and events
 
@@ -153,6 +154,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_REDIS_REPLICA_ACK", "redis-replica-ack", "100ms", "how long a write waits for a Redis replica to acknowledge it (at most 5s); 0: do not wait"},
 	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s)"},
 	{"IMPERSONATOR_SWEEP_INTERVAL", "sweep-interval", "30s", "how often ended sessions are swept (100ms to 10m)"},
+	{"IMPERSONATOR_POLICY_POLL", "policy-poll", "30s", "how often the policy file is checked for changes, then reloaded (100ms to 10m)"},
 	{notify.EnvURLs, "notify-urls", "", "comma-separated URLs each selected audit event is POSTed to (Standard Webhooks; slack+https:// for Slack)"},
 	{notify.EnvSecret, "notify-secret", "", "notification signing secret: whsec_<base64> or 32+ characters"},
 	{notify.EnvEvents, "notify-events", "", "comma-separated audit event types to notify (default: every type)"},
@@ -369,6 +371,7 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 		bad("IMPERSONATOR_SESSION_UNUSED", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionUnused, c.SessionTTL)
 	}
 	c.SweepInterval = dur("IMPERSONATOR_SWEEP_INTERVAL", 100*time.Millisecond, 10*time.Minute)
+	c.PolicyPoll = dur("IMPERSONATOR_POLICY_POLL", 100*time.Millisecond, 10*time.Minute)
 
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.PublicURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {

@@ -48,6 +48,7 @@ func TestDefaults(t *testing.T) {
 		ReplicaAck:         100 * time.Millisecond,
 		SessionUnused:      2 * time.Minute,
 		SweepInterval:      30 * time.Second,
+		PolicyPoll:         30 * time.Second,
 		Notify:             notify.Config{Events: audit.Types}, // off: no URL, every type selected
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {

@@ -118,26 +118,27 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	ev.TokenID = c.ID
 	ev.Actor = audit.Actor{ID: c.Act.Sub, Email: c.Act.Email}
 	ev.Subject = audit.Subject{Collection: c.Collection, ID: c.Subject}
+	ev.Scope = scopeOf(c.Scope)
 	g, st, err := h.o.Store.Lookup(ctx, c.ID)
 	if err != nil {
 		return httpx.Unavailable(err)
 	}
 	if st != store.Unknown {
-		if g.Subject != ev.Subject || g.Actor.ID != ev.Actor.ID {
+		if g.Subject != ev.Subject || g.Actor.ID != ev.Actor.ID || scopeOf(g.Scope) != ev.Scope {
 			return h.rejectSigned(r, ev, "token and its server-side grant disagree")
 		}
 		ev.Actor, ev.Requester, ev.Reason = g.Actor, g.Requester, g.Reason
 	}
 
 	sid := token.NewJTI()
-	sc := token.Claims{Act: token.Actor{Sub: ev.Actor.ID, Email: ev.Actor.Email}, Collection: ev.Subject.Collection, SID: sid}
+	sc := token.Claims{Act: token.Actor{Sub: ev.Actor.ID, Email: ev.Actor.Email}, Collection: ev.Subject.Collection, SID: sid, Scope: ev.Scope}
 	sc.Subject = ev.Subject.ID
 	cookieJWT, issued, err := h.o.Issuer.Issue(token.Session, sc, h.o.SessionTTL)
 	if err != nil {
 		return err
 	}
 	sess := store.Session{ID: sid, Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: ev.Reason,
-		TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
+		Scope: ev.Scope, TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
 	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused}
 	redeemed := ev
 	redeemed.Type, redeemed.SessionID = audit.Redeemed, sid
@@ -303,6 +304,15 @@ func Bucket(ip string) string {
 	}
 	p, _ := a.Prefix(64)
 	return p.String()
+}
+
+// scopeOf is a token's or grant's scope: full when it names none (issued
+// before scopes).
+func scopeOf(s string) string {
+	if s == "" {
+		return token.ScopeFull
+	}
+	return s
 }
 
 func credentialName(c string) string {

@@ -229,7 +229,7 @@ func TestLoginJSON(t *testing.T) {
 	if sc.Subject != "42" || sc.Act.Sub != "1001" || sc.SID == "" || !sc.ExpiresAt.Equal(t0.Add(30*time.Minute)) {
 		t.Errorf("session claims = %+v", sc)
 	}
-	wantEvents := []audit.Event{{Type: audit.Redeemed, Actor: ada, Subject: u42, Reason: "ticket 1234", TokenID: jti,
+	wantEvents := []audit.Event{{Type: audit.Redeemed, Actor: ada, Subject: u42, Reason: "ticket 1234", Scope: "full", TokenID: jti,
 		IP: "192.0.2.1", UserAgent: "test-browser"}}
 	got := w.events()
 	if diff := cmp.Diff(wantEvents, got, ignoreVolatile); diff != "" {
@@ -287,7 +287,7 @@ func TestLoginRejections(t *testing.T) {
 	tampered := good[:len(good)-4] + "AAAA"
 
 	claimsEvent := func(jti, detail string) audit.Event {
-		return audit.Event{Type: audit.Rejected, Actor: audit.Actor{ID: ada.ID, Email: ada.Email}, Subject: u42, TokenID: jti,
+		return audit.Event{Type: audit.Rejected, Actor: audit.Actor{ID: ada.ID, Email: ada.Email}, Subject: u42, Scope: "full", TokenID: jti,
 			IP: "192.0.2.1", UserAgent: "test-browser", Detail: detail}
 	}
 	bare := func(detailPrefix string) audit.Event {
@@ -514,7 +514,7 @@ func TestSessionEndpoint(t *testing.T) {
 	sid, _ := got["session_id"].(string)
 	want := map[string]any{"session_id": sid, "subject": "42", "collection": "users",
 		"actor": map[string]any{"id": "1001", "email": "ada@example.com"}, "reason": "ticket 1234",
-		"started_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T10:30:00Z"}
+		"started_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T10:30:00Z", "scope": "full"}
 	if diff := cmp.Diff(want, got); diff != "" || sid == "" {
 		t.Errorf("session (-want +got):\n%s", diff)
 	}

@@ -35,6 +35,7 @@ const (
 type seen struct {
 	Subject []string `json:"subject"`
 	Actor   []string `json:"actor"`
+	Scope   []string `json:"scope"`
 }
 
 var notImpersonating = seen{}
@@ -64,8 +65,11 @@ func TestReadmeForwardAuth(t *testing.T) {
 		t.Fatal(err) // never skip: the snippet is unproven without nginx
 	}
 
-	var crashes atomic.Int32
+	var crashes, writes atomic.Int32
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			writes.Add(1)
+		}
 		if r.URL.Path == "/crash" { // the app itself fails: nginx answers 502
 			crashes.Add(1)
 			c, _, err := w.(http.Hijacker).Hijack()
@@ -78,6 +82,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 		json.NewEncoder(w).Encode(seen{
 			Subject: r.Header.Values("X-Impersonation-Subject"),
 			Actor:   r.Header.Values("X-Impersonation-Actor"),
+			Scope:   r.Header.Values("X-Impersonation-Scope"),
 		})
 	}))
 	t.Cleanup(app.Close)
@@ -88,7 +93,9 @@ func TestReadmeForwardAuth(t *testing.T) {
 
 	bin := buildService(t, root)
 	ngx := Start(t, ngxAddr, block)
-	secret := randomHex(t, 24) // 48 characters
+	// 48 hex characters and 16 others: a secret needs 16 distinct
+	// characters, which 48 random hex digits miss now and then.
+	secret := randomHex(t, 24) + "ghijklmnopqrstuv"
 	svc := startService(t, bin, svcAddr, map[string]string{
 		"REDIS_URL":                "",
 		"IMPERSONATOR_LISTEN":      svcAddr,
@@ -102,7 +109,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 		"IMPERSONATOR_SESSION_TTL": "30m",
 	})
 
-	impToken := mint(t, "http://"+svcAddr, secret)
+	impToken := mint(t, "http://"+svcAddr, secret, "")
 	cookie := login(t, ngx.URL, impToken)
 
 	client := &http.Client{
@@ -113,7 +120,9 @@ func TestReadmeForwardAuth(t *testing.T) {
 		name   string
 		cookie bool // send the session cookie
 		inject bool // send our own X-Impersonation-* headers
-		want   seen
+		// roCookie, when set, is the session cookie sent instead.
+		roCookie *http.Cookie
+		want     seen
 	}
 	send := func(t *testing.T, method, path string, r request) (int, []byte) {
 		t.Helper()
@@ -124,11 +133,16 @@ func TestReadmeForwardAuth(t *testing.T) {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Cookie", "app_pref=dark")
 		if r.cookie {
-			req.Header.Set("Cookie", "app_pref=dark; "+cookie.Name+"="+cookie.Value)
+			c := cookie
+			if r.roCookie != nil {
+				c = r.roCookie
+			}
+			req.Header.Set("Cookie", "app_pref=dark; "+c.Name+"="+c.Value)
 		}
 		if r.inject {
 			req.Header.Set("X-Impersonation-Subject", "1")
 			req.Header.Set("X-Impersonation-Actor", "mallory@example.com")
+			req.Header.Set("X-Impersonation-Scope", "full")
 		}
 		res, err := client.Do(req)
 		if err != nil {
@@ -160,7 +174,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 			})
 		}
 	}
-	impersonating := seen{Subject: []string{"42"}, Actor: []string{"ada@example.com"}}
+	impersonating := seen{Subject: []string{"42"}, Actor: []string{"ada@example.com"}, Scope: []string{"full"}}
 	everyClient := []request{
 		{name: "no cookie", want: notImpersonating},
 		{name: "no cookie, injected headers", inject: true, want: notImpersonating},
@@ -179,6 +193,26 @@ func TestReadmeForwardAuth(t *testing.T) {
 			}
 			if n := crashes.Load() - before; n != 1 {
 				t.Errorf("the app received the failing POST %d times, want once", n)
+			}
+		})
+		t.Run("read-only impersonation: reads pass, changes are refused", func(t *testing.T) {
+			ro := login(t, ngx.URL, mint(t, "http://"+svcAddr, secret, "Read only"))
+			status, body := send(t, http.MethodGet, "/account", request{cookie: true, inject: true, roCookie: ro})
+			var got seen
+			if status != http.StatusOK || json.Unmarshal(body, &got) != nil {
+				t.Fatalf("GET: %d %s", status, body)
+			}
+			if want := (seen{Subject: []string{"42"}, Actor: []string{"ada@example.com"}, Scope: []string{"read"}}); !reflect.DeepEqual(got, want) {
+				t.Errorf("GET: the app saw %+v, want %+v", got, want)
+			}
+			before := writes.Load()
+			for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+				if status, body := send(t, method, "/account", request{cookie: true, roCookie: ro}); status != http.StatusForbidden {
+					t.Errorf("%s: %d %s, want 403", method, status, body)
+				}
+			}
+			if n := writes.Load() - before; n != 0 {
+				t.Errorf("the app received %d changes under a read-only impersonation, want none", n)
 			}
 		})
 	})
@@ -337,7 +371,7 @@ func startService(t *testing.T, bin, addr string, env map[string]string) *servic
 
 // mint runs the Forest Impersonate action on users 42 as ada@example.com
 // and returns the impersonation token of the redirect answer.
-func mint(t *testing.T, base, secret string) string {
+func mint(t *testing.T, base, secret, access string) string {
 	t.Helper()
 	admin, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"id": "1001", "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace",
@@ -348,7 +382,7 @@ func mint(t *testing.T, base, secret string) string {
 		t.Fatal(err)
 	}
 	body := `{"data":{"type":"custom-action-requests","attributes":{"collection_name":"users","ids":["42"],` +
-		`"values":{"Reason":"ticket 4242: nginx forward-auth test"},"all_records":false,"smart_action_id":"users-impersonate"}}}`
+		`"values":{"Reason":"ticket 4242: nginx forward-auth test"` + accessValue(access) + `},"all_records":false,"smart_action_id":"users-impersonate"}}}`
 	req, err := http.NewRequest(http.MethodPost, base+"/forest/actions/impersonate", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -429,6 +463,14 @@ func stub(t *testing.T, addr string, h http.HandlerFunc, during func()) {
 		}
 	}()
 	during()
+}
+
+// accessValue is the action's Access value, when one is chosen.
+func accessValue(access string) string {
+	if access == "" {
+		return ""
+	}
+	return `,"Access":"` + access + `"`
 }
 
 func randomHex(t *testing.T, n int) string {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/impersonator/impersonator/internal/ident"
 	"github.com/impersonator/impersonator/internal/login"
 	"github.com/impersonator/impersonator/internal/session"
+	"github.com/impersonator/impersonator/internal/store"
 )
 
 // adminName names the admin API caller in audit details.
@@ -65,7 +68,7 @@ func addRoutes(r chi.Router, d Deps) {
 			Log:       d.Log,
 			Auth:      action.NewAuthenticator(s.ForestAuthSecret.Reveal(), d.Now),
 			EnvSecret: s.ForestEnvSecret.Reveal(),
-			Policy:    d.Policy,
+			Policies:  d.Policies,
 			Store:     d.Store,
 			Issuer:    d.Issuer,
 			Events:    events,
@@ -76,7 +79,7 @@ func addRoutes(r chi.Router, d Deps) {
 			Now:       d.Now,
 			Folded:    func() { m.foldedDenials.Inc() },
 		}))
-		hooks := action.HooksHandler()
+		hooks := action.HooksHandler(d.Policies.Load)
 		for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
 			r.Method(http.MethodPost, p, mint)
 			r.Options(p, preflightDone)
@@ -130,6 +133,13 @@ func addRoutes(r chi.Router, d Deps) {
 		short.Method(http.MethodDelete, "/sessions/{id}", plain.Handle(revoker.RevokeHandler(adminName)))
 		auditLog := audit.NewLog(d.Store, d.Now)
 		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, ident.Parse)))
+		// Extensions: the customer's consent, and their own history.
+		consents := session.Consents{Store: d.Store, Revoker: revoker, Events: events, Now: d.Now}
+		short.Method(http.MethodPut, "/consents/{collection}/{id}", plain.Handle(consents.Put(adminName)))
+		short.Method(http.MethodGet, "/consents/{collection}/{id}", plain.Handle(consents.Get()))
+		short.Method(http.MethodDelete, "/consents/{collection}/{id}", plain.Handle(consents.Delete(adminName)))
+		short.Method(http.MethodGet, "/subjects/{collection}/{id}/history",
+			plain.Handle(audit.HistoryHandler(auditLog, session.PathSubject, liveSession(d.Store))))
 		// Verification reads the whole log: a longer bound (the CLI has none).
 		r.With(withTimeout(verifyTimeout)).Method(http.MethodGet, "/audit/verify",
 			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval})))
@@ -141,6 +151,17 @@ func addRoutes(r chi.Router, d Deps) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 	})
+}
+
+// liveSession reports whether a session is live, for the history.
+func liveSession(st *store.Store) func(context.Context, string) (bool, error) {
+	return func(ctx context.Context, sid string) (bool, error) {
+		_, err := st.GetSession(ctx, sid)
+		if errors.Is(err, store.ErrNoSession) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }
 
 // MetricsHandler serves m's registry (on the public listener, or on

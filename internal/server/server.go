@@ -73,6 +73,9 @@ type Deps struct {
 	Now      func() time.Time
 	// Policy says who may impersonate whom; the default policy when nil.
 	Policy *action.Policy
+	// Policies, when set, holds the policy in force (it reloads) and
+	// replaces Policy.
+	Policies *action.PolicyHolder
 	// Metrics receives the service's metrics; NewMetrics(nil) when nil.
 	Metrics *Metrics
 	// SessionCache, when set (and running), serves live sessions from
@@ -87,6 +90,9 @@ func New(d Deps) http.Handler {
 	}
 	if d.Policy == nil {
 		d.Policy = action.DefaultPolicy()
+	}
+	if d.Policies == nil {
+		d.Policies = action.NewPolicyHolder(d.Policy)
 	}
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
@@ -108,6 +114,10 @@ type Metrics struct {
 	// name of the issue (impersonator_…) and the name of DESIGN.md 3.7
 	// (impersonation_…); SetAlarm sets both.
 	alarm, alarmDesign prometheus.Gauge
+	// PolicyReloadErrors counts policy reloads that failed (the previous
+	// policy stayed); PolicyStale is 1 while the last one failed.
+	PolicyReloadErrors prometheus.Counter
+	PolicyStale        prometheus.Gauge
 }
 
 // SetAlarm sets the audit integrity alarm (true: the checkpointer refuses
@@ -154,9 +164,25 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		alarmDesign: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "impersonation_audit_integrity_alarm", Help: "The same as impersonator_audit_integrity_alarm, under DESIGN.md 3.7's name.",
 		}),
+		PolicyReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "impersonator_policy_reload_errors_total", Help: "Policy file reloads that failed to read or parse; the previous policy stayed in force.",
+		}),
+		PolicyStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "impersonator_policy_stale", Help: "1 while the last policy reload failed (the policy in force is older than the file), else 0.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.alarm, m.alarmDesign)
+	reg.MustRegister(m.requests, m.duration, m.panics, m.foldedDenials, m.unused, m.alarm, m.alarmDesign, m.PolicyReloadErrors, m.PolicyStale)
 	return m
+}
+
+// PolicyReloaded records a policy reload's outcome.
+func (m *Metrics) PolicyReloaded(err error) {
+	if err != nil {
+		m.PolicyReloadErrors.Inc()
+		m.PolicyStale.Set(1)
+		return
+	}
+	m.PolicyStale.Set(0)
 }
 
 // CountUnused counts a session ended as never used.

@@ -81,6 +81,10 @@ func TestRoutes(t *testing.T) {
 		"DELETE /v1/sessions/{id}",
 		"GET /v1/audit/events",
 		"GET /v1/audit/verify",
+		"PUT /v1/consents/{collection}/{id}",
+		"GET /v1/consents/{collection}/{id}",
+		"DELETE /v1/consents/{collection}/{id}",
+		"GET /v1/subjects/{collection}/{id}/history",
 	}
 	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
 		for _, suffix := range []string{"", "/hooks/change", "/hooks/load"} {

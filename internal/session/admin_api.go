@@ -24,13 +24,14 @@ type sessionJSON struct {
 	Requester *audit.Actor  `json:"requester,omitempty"`
 	Subject   audit.Subject `json:"subject"`
 	Reason    string        `json:"reason"`
+	Scope     string        `json:"scope"`
 	StartedAt time.Time     `json:"started_at"`
 	ExpiresAt time.Time     `json:"expires_at"`
 	IP        string        `json:"ip,omitempty"`
 }
 
 func toJSON(s store.Session) sessionJSON {
-	return sessionJSON{ID: s.ID, Actor: s.Actor, Requester: s.Requester, Subject: s.Subject, Reason: s.Reason,
+	return sessionJSON{ID: s.ID, Actor: s.Actor, Requester: s.Requester, Subject: s.Subject, Reason: s.Reason, Scope: Scope(s),
 		StartedAt: s.StartedAt, ExpiresAt: s.ExpiresAt, IP: s.IP}
 }
 
@@ -137,6 +138,12 @@ func (rv Revoker) Revoke(ctx context.Context, sid string, ri RequestInfo, detail
 	if err != nil {
 		return err
 	}
+	return rv.end(ctx, sess, ri, detail)
+}
+
+// RevokeSession revokes sess, as a listing returned it, with detail; a
+// session that ended meanwhile is store.ErrNoSession.
+func (rv Revoker) RevokeSession(ctx context.Context, sess store.Session, ri RequestInfo, detail string) error {
 	return rv.end(ctx, sess, ri, detail)
 }
 

@@ -223,7 +223,7 @@ func Request(r *http.Request) RequestInfo {
 // Event returns the event of sess of type typ, caused by the request ri.
 func Event(typ audit.Type, sess store.Session, ri RequestInfo, detail string) audit.Event {
 	return audit.Event{
-		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason,
+		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason, Scope: sess.Scope,
 		TokenID: sess.TokenID, SessionID: sess.ID, IP: ri.IP, UserAgent: ri.UserAgent, RequestID: ri.RequestID, Detail: detail,
 	}
 }
@@ -285,6 +285,15 @@ type answer struct {
 	Reason     string    `json:"reason"`
 	StartedAt  time.Time `json:"started_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	Scope      string    `json:"scope"` // extension: read or full
+}
+
+// Scope is sess's scope: full for a session opened before scopes.
+func Scope(sess store.Session) string {
+	if sess.Scope == "" {
+		return token.ScopeFull
+	}
+	return sess.Scope
 }
 
 type actorJSON struct {
@@ -293,7 +302,9 @@ type actorJSON struct {
 }
 
 // Session is introspection and forward-auth: 200 with the session and the
-// X-Impersonation-Subject / X-Impersonation-Actor headers, or 401.
+// X-Impersonation-Subject / X-Impersonation-Actor / X-Impersonation-Scope
+// headers, or 401; 403 for a change (X-Forwarded-Method) under a read-only
+// impersonation.
 func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	sess, err := h.Live(r)
 	if errors.Is(err, store.ErrNoSession) {
@@ -304,12 +315,30 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("X-Impersonation-Subject", sess.Subject.ID)
 	w.Header().Set("X-Impersonation-Actor", sess.Actor.Email)
+	w.Header().Set("X-Impersonation-Scope", Scope(sess))
+	if Scope(sess) == token.ScopeRead && writeMethod(r.Header.Get("X-Forwarded-Method")) {
+		// Forward-auth of a change under a read-only impersonation: 403,
+		// which nginx's auth_request and Traefik's ForwardAuth return to
+		// the browser instead of passing the request on.
+		return httpx.Errorf(http.StatusForbidden, "read_only", errors.New("read-only impersonation: "+r.Header.Get("X-Forwarded-Method")+" refused"))
+	}
 	httpx.WriteJSON(w, http.StatusOK, answer{
 		SessionID: sess.ID, Subject: sess.Subject.ID, Collection: sess.Subject.Collection,
 		Actor:  actorJSON{ID: sess.Actor.ID, Email: sess.Actor.Email},
-		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt,
+		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt, Scope: Scope(sess),
 	})
 	return nil
+}
+
+// writeMethod reports whether the method a forward-auth proxy passes
+// (X-Forwarded-Method) may change something: anything but GET, HEAD and
+// OPTIONS. No header (introspection, the banner): no.
+func writeMethod(m string) bool {
+	switch strings.ToUpper(m) {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
 }
 
 // Logout ends the session of r's cookie (session.ended) and clears the

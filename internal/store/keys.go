@@ -27,6 +27,9 @@ const (
 	keyCheckpointSeal = "audit:sealed"      // the newest checkpoint's seq, never lowered
 	keyGrant          = "grant"             // grant:<id> → hash: the one live session of an auto-delivery grant
 	keySessionEnds    = "session-ends"      // pub/sub channel: the id of every session that ends
+	keySubjectSess    = "subject-sessions"  // subject-sessions:<collection>:<id> → sorted set: sid by cap (subjectPart)
+	keySubjectTokens  = "subject-tokens"    // subject-tokens:<collection>:<id> → sorted set: unredeemed jti by expiry
+	keyConsent        = "consent"           // consent:<collection>:<id> → Consent JSON, expiring (PX) at its until
 )
 
 // Stream field names.
@@ -73,6 +76,7 @@ const (
 	codeApproval  = 9  // reserve: the approval was already used
 	codeFirstP    = 10 // redeem W: the grant's session was opened first-party already
 	codeDiscarded = 11 // redeem R: not needed, the webhook's session is live in this browser
+	codeConsent   = 12 // reserve: the subject's collection requires consent and it has none
 )
 
 // lua builds a script from src, replacing each $NAME with the constant of
@@ -101,6 +105,7 @@ var luaReplacer = strings.NewReplacer(
 	"$CODE_APPROVAL", strconv.Itoa(codeApproval),
 	"$CODE_FIRSTPARTY", strconv.Itoa(codeFirstP),
 	"$CODE_DISCARDED", strconv.Itoa(codeDiscarded),
+	"$CODE_CONSENT", strconv.Itoa(codeConsent),
 	"$FIELD_GRANT_SESSION", quote(fieldGrantSession),
 	"$FIELD_GRANT_BY", quote(fieldGrantBy),
 	"$CRED_W", quote(CredentialWebhook),
@@ -108,6 +113,12 @@ var luaReplacer = strings.NewReplacer(
 )
 
 func quote(s string) string { return "'" + s + "'" }
+
+// subjectPart names a subject inside a key: the collection (':' and '%'
+// escaped, so that no collection and id pair reads as another) and the id.
+func subjectPart(collection, id string) string {
+	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(collection) + ":" + id
+}
 
 // key returns the full name of one of the service's keys: prefix:parts...,
 // built in one allocation (it is on every request's path).

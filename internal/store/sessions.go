@@ -22,10 +22,13 @@ type Session struct {
 	Requester *audit.Actor  `json:"requester,omitempty"`
 	Subject   audit.Subject `json:"subject"`
 	Reason    string        `json:"reason,omitempty"`
-	TokenID   string        `json:"token_id"`
-	StartedAt time.Time     `json:"started_at"`
-	ExpiresAt time.Time     `json:"expires_at"` // the absolute cap, never extended
-	IP        string        `json:"ip,omitempty"`
+	// Scope is the impersonation's access ("read" or "full"); empty in
+	// sessions opened before scopes: full.
+	Scope     string    `json:"scope,omitempty"`
+	TokenID   string    `json:"token_id"`
+	StartedAt time.Time `json:"started_at"`
+	ExpiresAt time.Time `json:"expires_at"` // the absolute cap, never extended
+	IP        string    `json:"ip,omitempty"`
 }
 
 // Lapse says why a session ended by itself.
@@ -134,8 +137,9 @@ func (s *Store) liveRecord(h []any) (Session, bool, error) {
 }
 
 // endScript: KEYS[1] audit stream, KEYS[2] session key, KEYS[3] session
-// index, KEYS[4] admin's index, KEYS[5] deadlines, KEYS[6] the session-ends
-// channel (published to: every instance drops the session); ARGV[1] session id,
+// index, KEYS[4] admin's index, KEYS[5] deadlines, KEYS[6] the subject's
+// index, KEYS[7] the session-ends channel (published to: every instance
+// drops the session); ARGV[1] session id,
 // ARGV[2] now (ms), ARGV[3] mode ("any": logout and revocation end a live
 // session; "lapsed": only a lapsed one), ARGV[4..5] the event for "any",
 // ARGV[6..11] the events for an idle, cap and unused lapse.
@@ -148,6 +152,7 @@ if not h[1] then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
   return {$CODE_NONE, ''}
 end
 local why = lapsed(h, tonumber(ARGV[2]))
@@ -162,8 +167,9 @@ redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 local id = emit(ev, idx)
-redis.call('PUBLISH', KEYS[6], ARGV[1])
+redis.call('PUBLISH', KEYS[7], ARGV[1])
 if why then return {$CODE_LAPSED, why} end
 return {$CODE_OK, id}
 `)
@@ -218,11 +224,16 @@ func (s *Store) endRun(ctx context.Context, sess Session, mode string, ev audit.
 		args = append(args, eventArgs(e)...)
 	}
 	res, err := s.run(ctx, endScript, []string{s.k.audit, s.key(keySession, sess.ID), s.k.sessions,
-		s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, s.k.ends}, args...)
+		s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, s.subjectSessions(sess.Subject), s.k.ends}, args...)
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return nil, fmt.Errorf("store: end session: %w", err)
 	}
 	return res, err
+}
+
+// subjectSessions is the key of subj's session index.
+func (s *Store) subjectSessions(subj audit.Subject) string {
+	return s.key(keySubjectSess, subjectPart(subj.Collection, subj.ID))
 }
 
 // Sessions lists the live sessions (those of one admin when adminID is not
@@ -232,6 +243,17 @@ func (s *Store) Sessions(ctx context.Context, adminID string) ([]Session, error)
 	if adminID != "" {
 		index = s.key(keyAdminSessions, adminID)
 	}
+	return s.sessionsOf(ctx, index)
+}
+
+// SubjectSessions lists the live sessions impersonating subj, soonest cap
+// first. The per-subject index is kept by the scripts that open and end
+// sessions.
+func (s *Store) SubjectSessions(ctx context.Context, subj audit.Subject) ([]Session, error) {
+	return s.sessionsOf(ctx, s.subjectSessions(subj))
+}
+
+func (s *Store) sessionsOf(ctx context.Context, index string) ([]Session, error) {
 	ids, err := s.rdb.ZRange(ctx, index, 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: list sessions: %w", err)

@@ -22,7 +22,10 @@ type Grant struct {
 	Requester *audit.Actor  `json:"requester,omitempty"`
 	Subject   audit.Subject `json:"subject"`
 	Reason    string        `json:"reason,omitempty"`
-	ExpiresAt time.Time     `json:"expires_at"`
+	// Scope is the impersonation's access ("read" or "full"); empty in
+	// grants minted before scopes: full.
+	Scope     string    `json:"scope,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
 	// Auto delivery: the grant both credentials belong to, and which one
 	// this is (CredentialWebhook or CredentialRedirect).
 	GrantID    string `json:"grant,omitempty"`
@@ -46,6 +49,15 @@ type Reservation struct {
 	// Pair, when set, is a second credential of the same grant (auto
 	// delivery), reserved in the same step.
 	Pair *Pair
+	// Consent, when set, requires the subject's active consent (a consent
+	// record whose Redis TTL has not run out) in the same step; without
+	// one, Consent.Denied is appended instead and nothing is reserved.
+	Consent *ConsentCheck
+}
+
+// ConsentCheck is the consent a mint requires.
+type ConsentCheck struct {
+	Denied audit.Encoded
 }
 
 // Pair is the second credential of an auto-delivery grant.
@@ -83,15 +95,29 @@ func (e *RateError) Error() string {
 // was appended and nothing was reserved.
 var ErrApprovalUsed = errors.New("store: approval request already used")
 
+// ErrNoConsent: the mint required the subject's consent and it has none
+// (never given, withdrawn or expired). Its denied event was appended and
+// nothing was reserved.
+var ErrNoConsent = errors.New("store: the subject has no active consent")
+
 // reserveScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] rate
 // counter, KEYS[4] approval key, KEYS[5] the pair's token key; ARGV[1]
 // grant JSON, ARGV[2] TTL (ms), ARGV[3..4] minted event, ARGV[5] rate limit
 // (0: none), ARGV[6] rate window (ms), ARGV[7..8] event when the rate
 // refuses, ARGV[9] approval TTL (ms, 0: none), ARGV[10..11] event when the
-// approval was used, ARGV[12] the pair's grant JSON ("": no pair).
-// The rate is counted, the approval used, the token id reserved and its
-// event appended in one atomic step: one round trip for the whole mint.
+// approval was used, ARGV[12] the pair's grant JSON ("": no pair); KEYS[6]
+// the subject's consent, KEYS[7] the subject's unredeemed tokens, ARGV[13]
+// "1" when consent is required, ARGV[14..15] event when it is missing,
+// ARGV[16] now (ms), ARGV[17] the token ids' expiry (ms), ARGV[18] the
+// token id, ARGV[19] the pair's token id.
+// The consent is checked, the rate counted, the approval used, the token id
+// reserved and its event appended in one atomic step: one round trip for
+// the whole mint. An expired consent is absent: its key's TTL is its until.
 var reserveScript = lua(luaEmit + `
+if ARGV[13] == '1' and redis.call('EXISTS', KEYS[6]) == 0 then
+  emit(ARGV[14], ARGV[15])
+  return {$CODE_CONSENT, ''}
+end
 local limit = tonumber(ARGV[5])
 if limit > 0 then
   local n = redis.call('INCR', KEYS[3])
@@ -117,6 +143,10 @@ end
 local id = emit(ARGV[3], ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 if ARGV[12] ~= '' then redis.call('SET', KEYS[5], ARGV[12], 'PX', ARGV[2]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[16])
+redis.call('ZADD', KEYS[7], ARGV[17], ARGV[18])
+if ARGV[12] ~= '' then redis.call('ZADD', KEYS[7], ARGV[17], ARGV[19]) end
+if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[7], ARGV[2]) end
 return {$CODE_OK, id}
 `)
 
@@ -140,13 +170,23 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	if a := r.Approval; a != nil {
 		approvalKey, approvalTTL, approvalDenied = s.key(keyApproval, a.ID), max(a.Until.Milliseconds(), 1), a.Denied
 	}
-	pairKey, pairGrant := s.k.noToken, ""
+	pairKey, pairGrant, pairJTI := s.k.noToken, "", ""
 	if p := r.Pair; p != nil {
 		b, err := json.Marshal(p.Grant)
 		if err != nil {
 			return "", err
 		}
-		pairKey, pairGrant = s.key(keyToken, p.JTI), string(b)
+		pairKey, pairGrant, pairJTI = s.key(keyToken, p.JTI), string(b), p.JTI
+	}
+	consentRequired, consentDenied := "", audit.Encoded{}
+	if c := r.Consent; c != nil {
+		consentRequired, consentDenied = "1", c.Denied
+	}
+	subj := subjectPart(r.Grant.Subject.Collection, r.Grant.Subject.ID)
+	now := s.now()
+	expiry := r.Grant.ExpiresAt
+	if expiry.IsZero() {
+		expiry = now.Add(r.TTL)
 	}
 	args := []any{string(grant), r.TTL.Milliseconds()}
 	args = append(args, eventArgs(r.Minted)...)
@@ -154,9 +194,12 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	args = append(args, eventArgs(denied)...)
 	args = append(args, approvalTTL)
 	args = append(args, eventArgs(approvalDenied)...)
-	args = append(args, pairGrant)
+	args = append(args, pairGrant, consentRequired)
+	args = append(args, eventArgs(consentDenied)...)
+	args = append(args, ms(now), ms(expiry), r.JTI, pairJTI)
 	code, payload, err := pair(s.run(ctx, reserveScript,
-		[]string{s.k.audit, s.key(keyToken, r.JTI), rateKey, approvalKey, pairKey}, args...))
+		[]string{s.k.audit, s.key(keyToken, r.JTI), rateKey, approvalKey, pairKey,
+			s.key(keyConsent, subj), s.key(keySubjectTokens, subj)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return "", fmt.Errorf("store: reserve: %w", err)
 	}
@@ -168,6 +211,8 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 		return "", &RateError{RetryAfter: time.Duration(ms) * time.Millisecond}
 	case codeApproval:
 		return "", ErrApprovalUsed
+	case codeConsent:
+		return "", ErrNoConsent
 	}
 	return payload, err
 }
@@ -254,7 +299,7 @@ var ErrFirstParty = errors.New("store: the grant's session was opened first-part
 
 // redeemScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] session
 // key, KEYS[4] session index, KEYS[5] the admin's session index, KEYS[6]
-// session deadlines, KEYS[7] grant, KEYS[8] the session-ends channel; ARGV[1] session JSON, ARGV[2] now (ms),
+// session deadlines, KEYS[7] grant, KEYS[9] the session-ends channel; ARGV[1] session JSON, ARGV[2] now (ms),
 // ARGV[3] cap (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0:
 // none), ARGV[6] record TTL (ms), ARGV[7] first deadline (ms), ARGV[8]
 // session id, ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
@@ -263,7 +308,7 @@ var ErrFirstParty = errors.New("store: the grant's session was opened first-part
 // credential as the caller saw them, ARGV[18] that session's key,
 // ARGV[19..20] the event ending it (superseded), ARGV[21..22] the event
 // refusing a webhook credential after a first-party session, ARGV[23] the
-// grant's TTL (ms).
+// grant's TTL (ms); KEYS[8] the subject's session index.
 // Consumes the token id, creates the session and its index entries and
 // audits, in one step; an auto-delivery grant keeps at most one live
 // session.
@@ -290,8 +335,9 @@ if ARGV[15] ~= '' then
       redis.call('ZREM', KEYS[4], ARGV[16])
       redis.call('ZREM', KEYS[5], ARGV[16])
       redis.call('ZREM', KEYS[6], ARGV[16])
+      redis.call('ZREM', KEYS[8], ARGV[16])
       emit(ARGV[19], ARGV[20])
-      redis.call('PUBLISH', KEYS[8], ARGV[16])
+      redis.call('PUBLISH', KEYS[9], ARGV[16])
     end
   end
   redis.call('HSET', KEYS[7], $FIELD_GRANT_SESSION, ARGV[8], $FIELD_GRANT_BY, ARGV[15])
@@ -303,6 +349,7 @@ redis.call('PEXPIRE', KEYS[3], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[8])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[8])
 redis.call('ZADD', KEYS[6], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[8], ARGV[3], ARGV[8])
 local id = emit(ARGV[9], ARGV[10])
 return {$CODE_OK, id}
 `)
@@ -344,7 +391,8 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 		args = append(args, "", "", "", "", "", "", "", "", 0)
 	}
 	code, _, err := pair(s.run(ctx, redeemScript, []string{s.k.audit, s.key(keyToken, r.JTI),
-		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, grantKey, s.k.ends}, args...))
+		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, grantKey,
+		s.subjectSessions(sess.Subject), s.k.ends}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}

@@ -59,12 +59,21 @@ type Actor struct {
 	Email string `json:"email,omitempty"`
 }
 
+// The scopes of an impersonation (the claim "scope").
+const (
+	ScopeRead = "read" // the customer app refuses writes
+	ScopeFull = "full"
+)
+
 // Claims are the claims of both kinds of token.
 type Claims struct {
 	jwt.RegisteredClaims
 	Act        Actor  `json:"act"`
 	Collection string `json:"collection,omitempty"`
 	SID        string `json:"sid,omitempty"`
+	// Scope is the impersonation's access: ScopeRead or ScopeFull, in both
+	// kinds of token. Absent in tokens issued before scopes: full.
+	Scope string `json:"scope,omitempty"`
 
 	kind   Kind          // set by Issue and Verify, not a claim
 	maxTTL time.Duration // likewise
@@ -86,6 +95,9 @@ func (c *Claims) Validate() error {
 		return fmt.Errorf("lifetime %s exceeds %s", c.ExpiresAt.Sub(c.IssuedAt.Time), c.maxTTL)
 	case !c.ExpiresAt.After(c.IssuedAt.Time):
 		return errors.New("exp not after iat")
+	}
+	if c.Scope != "" && c.Scope != ScopeRead && c.Scope != ScopeFull {
+		return fmt.Errorf("scope %q is neither %s nor %s", c.Scope, ScopeRead, ScopeFull)
 	}
 	if raw, err := base64.RawURLEncoding.DecodeString(c.ID); err != nil || len(raw) < minJTIBytes {
 		return errors.New("missing or short jti")

@@ -27,7 +27,10 @@ import (
 	"github.com/impersonator/impersonator/internal/token"
 )
 
-const forestSecret = "demo-forest-auth-secret-not-for-production"
+const (
+	forestSecret = "demo-forest-auth-secret-not-for-production"
+	adminToken   = "demo-admin-api-token-not-for-production-0123"
+)
 
 func main() {
 	if err := run(os.Stdout); err != nil {
@@ -55,7 +58,8 @@ func run(out io.Writer) error {
 
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
-	env := map[string]string{"FOREST_AUTH_SECRET": forestSecret, "IMPERSONATOR_PUBLIC_URL": base, "IMPERSONATOR_APP_URL": "http://app.localhost"}
+	env := map[string]string{"FOREST_AUTH_SECRET": forestSecret, "IMPERSONATOR_PUBLIC_URL": base, "IMPERSONATOR_APP_URL": "http://app.localhost",
+		"IMPERSONATOR_ADMIN_TOKENS": adminToken}
 	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		return err
@@ -74,7 +78,8 @@ func run(out io.Writer) error {
 
 	step(1, "The Forest UI runs the Impersonate action on users 42 with a reason")
 	admin, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"id": 1001, "email": "ada@example.com", "team": "Support", "role": "Admin", "exp": time.Now().Add(time.Hour).Unix(),
+		"id": 1001, "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace", "team": "Support", "role": "Admin",
+		"exp": time.Now().Add(time.Hour).Unix(),
 	}).SignedString([]byte(forestSecret))
 	body := `{"data":{"type":"custom-action-requests","attributes":{"collection_name":"users","ids":["42"],"values":{"Reason":"ticket 1234: customer cannot see invoices"}}}}`
 	req, _ := http.NewRequest(http.MethodPost, base+"/forest/actions/impersonate", strings.NewReader(body))
@@ -152,17 +157,72 @@ func run(out io.Writer) error {
 	}
 	fmt.Fprintf(out, "   logout %d, then the session endpoint answers %d\n", lres.StatusCode, after.StatusCode)
 
-	step(6, "The audit log: who impersonated whom, when, why, and what happened")
+	step(6, "A read-only impersonation: the Forest UI chooses Access \"Read only\"")
+	roBody := `{"data":{"type":"custom-action-requests","attributes":{"collection_name":"users","ids":["42"],"values":{"Reason":"ticket 1250: check the address shown","Access":"Read only"}}}}`
+	req, _ = http.NewRequest(http.MethodPost, base+"/forest/actions/impersonate", strings.NewReader(roBody))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	req.Header.Set("Content-Type", "application/json")
+	res, answer, err = do(browser, req)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(answer, &minted); err != nil || minted.Webhook.Body.Token == "" {
+		return fmt.Errorf("read-only mint answered %d %s", res.StatusCode, answer)
+	}
+	tok = minted.Webhook.Body.Token
+	res, answer, err = login()
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("read-only login answered %d %s", res.StatusCode, answer)
+	}
+	req, _ = http.NewRequest(http.MethodGet, base+"/impersonation/session", nil)
+	sres, sbody, err = sessionCheck()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "   %d X-Impersonation-Scope=%s\n   %s", sres.StatusCode, sres.Header.Get("X-Impersonation-Scope"), sbody)
+	req.Header.Set("X-Forwarded-Method", http.MethodPost) // forward-auth of a change: refused
+	wres, wbody, err := sessionCheck()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "   forward-auth of a POST under read only: %d %s", wres.StatusCode, wbody)
+
+	step(7, "The customer's history: who logged in as users 42, when, why, for how long")
+	req, _ = http.NewRequest(http.MethodGet, base+"/v1/subjects/users/42/history", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	hres, hbody, err := do(http.DefaultClient, req)
+	if err != nil {
+		return err
+	}
+	var history audit.HistoryPage
+	if err := json.Unmarshal(hbody, &history); err != nil {
+		return fmt.Errorf("history answered %d %s", hres.StatusCode, hbody)
+	}
+	htw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(htw, "   STARTED\tENDED\tADMIN\tTEAM\tSCOPE\tREASON")
+	for _, it := range history.Impersonations {
+		ended := "live"
+		if it.EndReason != nil {
+			ended = *it.EndReason
+		}
+		fmt.Fprintf(htw, "   %s\t%s\t%s\t%s\t%s\t%s\n", it.StartedAt.Format(time.TimeOnly), ended, it.Actor.Name, it.Actor.Team, it.Scope, it.Reason)
+	}
+	htw.Flush()
+
+	step(8, "The audit log: who impersonated whom, when, why, and what happened")
 	log := audit.NewLog(st, time.Now)
 	page, err := log.Query(ctx, audit.Filter{}, 20, "")
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "   TYPE\tACTOR\tSUBJECT\tREASON\tDETAIL")
+	fmt.Fprintln(tw, "   TYPE\tACTOR\tSUBJECT\tSCOPE\tREASON\tDETAIL")
 	for i := len(page.Events) - 1; i >= 0; i-- {
 		e := page.Events[i]
-		fmt.Fprintf(tw, "   %s\t%s\t%s:%s\t%s\t%s\n", e.Type, e.Actor.Email, e.Subject.Collection, e.Subject.ID, e.Reason, e.Detail)
+		fmt.Fprintf(tw, "   %s\t%s\t%s:%s\t%s\t%s\t%s\n", e.Type, e.Actor.Email, e.Subject.Collection, e.Subject.ID, e.Scope, e.Reason, e.Detail)
 	}
 	tw.Flush()
 	if _, err := log.CatchUp(ctx, keys, 0); err != nil {

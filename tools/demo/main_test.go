@@ -17,7 +17,12 @@ func TestDemo(t *testing.T) {
 		`401 {"error":"invalid_token"}`,
 		"logout 204, then the session endpoint answers 401",
 		"replayed: token already redeemed",
-		"verify: ok=true, 4 events covered",
+		"200 X-Impersonation-Scope=read",
+		`"scope":"read"`,
+		"forward-auth of a POST under read only: 403",
+		"live    Ada Lovelace  Support  read   ticket 1250: check the address shown",
+		"logout  Ada Lovelace  Support  full   ticket 1234: customer cannot see invoices",
+		"verify: ok=true, 6 events covered",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())

@@ -1,7 +1,8 @@
 // impersonator banner: include on the customer app's pages with
 //   <script src="https://<impersonator>/impersonation/banner.js" defer></script>
 // It shows "You are viewing as <subject>, impersonated by <admin> · ends in
-// mm:ss · End" while an impersonation session is open, and nothing otherwise.
+// mm:ss · End" while an impersonation session is open ("<subject> (read-only)"
+// when its scope is read), and nothing otherwise.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -33,7 +34,8 @@
     var ends = Date.parse(s.expires_at);
     function tick() {
       var left = Math.max(0, Math.floor((ends - Date.now()) / 1000));
-      text.textContent = "You are viewing as " + s.subject + ", impersonated by " + (s.actor.email || s.actor.id) +
+      text.textContent = "You are viewing as " + s.subject + (s.scope === "read" ? " (read-only)" : "") +
+        ", impersonated by " + (s.actor.email || s.actor.id) +
         " \u00b7 ends in " + pad(Math.floor(left / 60)) + ":" + pad(left % 60) + " \u00b7";
       if (left === 0) { window.location.reload(); return; }
       setTimeout(tick, 1000);

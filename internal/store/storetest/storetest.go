@@ -141,6 +141,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("CheckpointCompareAndAppend", func(t *testing.T) { testCheckpoint(t, b) })
 	t.Run("TrimBothStreamsTogether", func(t *testing.T) { testTrim(t, b) })
 	t.Run("SweepLease", func(t *testing.T) { testLease(t, b) })
+	t.Run("ConsentAndSubjectIndexes", func(t *testing.T) { testConsent(t, b) })
 }
 
 func testReserve(t *testing.T, b Backend) {

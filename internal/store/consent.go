@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/audit"
+)
+
+// Consent is a customer's permission to be impersonated until a time (the
+// "Grant Login Access" of other products). Its Redis key expires at Until,
+// so an expired consent is simply absent, to every reader and script.
+type Consent struct {
+	Subject   audit.Subject `json:"subject"`
+	Until     time.Time     `json:"until"`
+	Note      string        `json:"note,omitempty"`
+	GrantedAt time.Time     `json:"granted_at"`
+	GrantedBy string        `json:"granted_by"`
+}
+
+// ErrNoConsentRecord: the subject has no consent (never given, withdrawn,
+// or expired).
+var ErrNoConsentRecord = errors.New("store: no such consent")
+
+// grantConsentScript: KEYS[1] audit stream, KEYS[2] consent key; ARGV[1]
+// consent JSON, ARGV[2] TTL (ms), ARGV[3..4] the consent.granted event.
+var grantConsentScript = lua(luaEmit + `
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {$CODE_OK, emit(ARGV[3], ARGV[4])}
+`)
+
+// GrantConsent stores c (replacing the subject's consent, if any) until
+// c.Until, and appends ev, in one step.
+func (s *Store) GrantConsent(ctx context.Context, c Consent, ev audit.Encoded) error {
+	ttl := c.Until.Sub(s.now())
+	if ttl <= 0 {
+		return errors.New("store: consent until is not in the future")
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	args := append([]any{string(b), max(ttl.Milliseconds(), 1)}, eventArgs(ev)...)
+	_, _, err = pair(s.run(ctx, grantConsentScript, []string{s.key(keyAudit), s.consentKey(c.Subject)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return fmt.Errorf("store: grant consent: %w", err)
+	}
+	return err
+}
+
+// ConsentOf returns subj's active consent, or ErrNoConsentRecord.
+func (s *Store) ConsentOf(ctx context.Context, subj audit.Subject) (Consent, error) {
+	v, err := s.rdb.Get(ctx, s.consentKey(subj)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Consent{}, ErrNoConsentRecord
+	}
+	if err != nil {
+		return Consent{}, fmt.Errorf("store: consent: %w", err)
+	}
+	var c Consent
+	if err := json.Unmarshal([]byte(v), &c); err != nil {
+		return Consent{}, fmt.Errorf("store: consent of %s:%s: %w", subj.Collection, subj.ID, err)
+	}
+	return c, nil
+}
+
+// ConsentActive reports whether subj has an active consent.
+func (s *Store) ConsentActive(ctx context.Context, subj audit.Subject) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.consentKey(subj)).Result()
+	if err != nil {
+		return false, fmt.Errorf("store: consent: %w", err)
+	}
+	return n == 1, nil
+}
+
+// withdrawConsentScript: KEYS[1] audit stream, KEYS[2] consent key, KEYS[3]
+// the subject's unredeemed tokens; ARGV[1..2] the consent.withdrawn event,
+// ARGV[3] the token keys' prefix, ARGV[4] now (ms).
+// Deletes the consent and every token minted under it that is not redeemed
+// yet (a later login with one is refused as an unknown token id), and
+// appends the event, in one step: from here no new session of the subject
+// can open, so the caller's revocation of its live sessions is final.
+var withdrawConsentScript = lua(luaEmit + `
+if redis.call('DEL', KEYS[2]) == 0 then return {$CODE_NONE, ''} end
+local n = 0
+for _, jti in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[4], '+inf')) do
+  local k = ARGV[3] .. jti
+  local v = redis.call('GET', k)
+  if v and string.sub(v, 1, 1) ~= $CONSUMED then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[3])
+emit(ARGV[1], ARGV[2])
+return {$CODE_OK, tostring(n)}
+`)
+
+// WithdrawConsent deletes subj's consent, invalidates the tokens minted for
+// subj and not redeemed yet, and appends ev, in one step. It reports how
+// many tokens it invalidated, or ErrNoConsentRecord when there was no
+// consent (then nothing changed and nothing was appended).
+func (s *Store) WithdrawConsent(ctx context.Context, subj audit.Subject, ev audit.Encoded) (int, error) {
+	part := subjectPart(subj.Collection, subj.ID)
+	args := append(eventArgs(ev), s.key(keyToken, ""), ms(s.now()))
+	code, payload, err := pair(s.run(ctx, withdrawConsentScript,
+		[]string{s.key(keyAudit), s.key(keyConsent, part), s.key(keySubjectTokens, part)}, args...))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return 0, fmt.Errorf("store: withdraw consent: %w", err)
+	}
+	if code == codeNone {
+		return 0, ErrNoConsentRecord
+	}
+	n, _ := strconv.Atoi(payload)
+	return n, err
+}
+
+func (s *Store) consentKey(subj audit.Subject) string {
+	return s.key(keyConsent, subjectPart(subj.Collection, subj.ID))
+}
