@@ -117,6 +117,8 @@ func TestSlackText(t *testing.T) {
 	}{
 		{audit.Event{Type: audit.Minted, Actor: ada, Subject: users42, Reason: "ticket 1234"},
 			"ada@example.com started impersonating users 42: ticket 1234"},
+		{audit.Event{Type: audit.Minted, Actor: ada, Subject: users42, Reason: "ticket 1234", Scope: "read"},
+			"ada@example.com started impersonating users 42 (read-only): ticket 1234"},
 		{audit.Event{Type: audit.Minted, Actor: ada, Requester: &audit.Actor{ID: "7"}, Subject: users42, Reason: "ticket 1234"},
 			"ada@example.com started impersonating users 42 (requested by admin 7): ticket 1234"},
 		{audit.Event{Type: audit.Redeemed, Actor: ada, Subject: users42, Reason: "ticket 1234"},

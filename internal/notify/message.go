@@ -111,6 +111,9 @@ func SlackText(ev audit.Event) string {
 	switch ev.Type {
 	case audit.Minted:
 		fmt.Fprintf(&b, "%s started impersonating %s", who, subject)
+		if ev.Scope == "read" {
+			b.WriteString(" (read-only)")
+		}
 		if ev.Requester != nil {
 			fmt.Fprintf(&b, " (requested by %s)", actorName(*ev.Requester))
 		}
