@@ -165,6 +165,31 @@ func (c Encoder) Encode(ev Event) (Encoded, error) {
 	return Encoded{JSON: b, Indexes: ev.indexes()}, nil
 }
 
+// eventContext is the part of an Event that says whose impersonation it
+// records: the fields from Actor to Reason, with Event's tags, in Event's
+// order.
+type eventContext struct {
+	Actor     Actor   `json:"actor"`
+	Requester *Actor  `json:"requester,omitempty"`
+	Subject   Subject `json:"subject"`
+	Reason    string  `json:"reason,omitempty"`
+}
+
+// Context returns the bytes ev's stored form holds for its actor,
+// requester, subject and reason (`"actor":{…},…,"reason":"…"`, after the
+// caps Encode applies), and the names of the indexes ev belongs to, joined
+// by spaces. A store holding a grant's context can put it in place of
+// another one in an encoded event: the event then reads as if encoded
+// with the grant's.
+func Context(ev Event) (fragment, indexes string) {
+	ev.capFields()
+	b, err := json.Marshal(eventContext{Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: ev.Reason})
+	if err != nil { // strings and structs of strings always marshal
+		panic(err)
+	}
+	return string(b[1 : len(b)-1]), strings.Join(ev.indexes(), " ")
+}
+
 // capFields truncates every string an outsider can choose to its stored
 // bound, on a UTF-8 boundary.
 func (e *Event) capFields() {

@@ -23,14 +23,11 @@ import (
 	"github.com/impersonator/impersonator/internal/token"
 )
 
-// Store is what login needs of Redis.
+// Store is what login needs of Redis: a redemption is one atomic step
+// (one round trip), a refusal of an unverifiable token one counted append.
 type Store interface {
-	Lookup(ctx context.Context, jti string) (store.Grant, store.State, error)
 	Redeem(ctx context.Context, r store.Redemption) (bool, store.State, error)
 	AppendCounted(ctx context.Context, ev audit.Encoded, l store.Limit) error
-	GrantSession(ctx context.Context, grantID string) (store.GrantSession, error)
-	Discard(ctx context.Context, jti, grantID, sid string, ev, unknown, consumed audit.Encoded) (store.State, error)
-	GetSession(ctx context.Context, sid string) (store.Session, error)
 }
 
 // Sessions reads the session cookie a request carries.
@@ -115,71 +112,71 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The token is validly signed: nothing from here on is counted by the
 	// failure limiter, since an attacker cannot make such a token.
+	//
+	// The session and the events are built from the token's claims alone;
+	// the store checks them against the token's grant and gives them the
+	// grant's context (reason, requester, the actor's team and role) in the
+	// one step that redeems it.
 	ev.TokenID = c.ID
 	ev.Actor = audit.Actor{ID: c.Act.Sub, Email: c.Act.Email}
 	ev.Subject = audit.Subject{Collection: c.Collection, ID: c.Subject}
 	ev.Scope = scopeOf(c.Scope)
-	g, st, err := h.o.Store.Lookup(ctx, c.ID)
-	if err != nil {
-		return httpx.Unavailable(err)
-	}
-	if st != store.Unknown {
-		if g.Subject != ev.Subject || g.Actor.ID != ev.Actor.ID || scopeOf(g.Scope) != ev.Scope {
-			return h.rejectSigned(r, ev, "token and its server-side grant disagree")
-		}
-		ev.Actor, ev.Requester, ev.Reason = g.Actor, g.Requester, g.Reason
-	}
-
 	sid := token.NewJTI()
-	sc := token.Claims{Act: token.Actor{Sub: ev.Actor.ID, Email: ev.Actor.Email}, Collection: ev.Subject.Collection, SID: sid, Scope: ev.Scope}
-	sc.Subject = ev.Subject.ID
+	sc := token.Claims{Act: token.Actor{Sub: c.Act.Sub, Email: c.Act.Email}, Collection: c.Collection, SID: sid, Scope: ev.Scope}
+	sc.Subject = c.Subject
 	cookieJWT, issued, err := h.o.Issuer.Issue(token.Session, sc, h.o.SessionTTL)
 	if err != nil {
 		return err
 	}
-	sess := store.Session{ID: sid, Actor: ev.Actor, Requester: ev.Requester, Subject: ev.Subject, Reason: ev.Reason,
-		Scope: ev.Scope, TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
-	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused}
-	redeemed := ev
-	redeemed.Type, redeemed.SessionID = audit.Redeemed, sid
-	rej := ev
-	rej.Type = audit.Rejected
-	rej.Detail = "unknown token id: never minted here, or expired in the store"
-	replay := rej
-	replay.Detail = "replayed: token already redeemed"
-	if g.GrantID != "" {
-		redeemed.Detail = credentialName(g.Credential)
-		replay.Detail = "replayed: token already redeemed (" + credentialName(g.Credential) + ")"
+	sess := store.Session{ID: sid, Actor: ev.Actor, Subject: ev.Subject, Scope: ev.Scope,
+		TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
+	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused, Details: details}
+	if h.o.Sessions != nil {
+		// Auto delivery: a redirect credential presented with its grant's
+		// live session is not needed. The cookie's claims are verified
+		// here; whether it is the grant's session, and live, the store
+		// says.
+		if cc, ok := h.o.Sessions.Claims(r); ok && cc.SID != "" {
+			red.Cookie = cc.SID
+		}
 	}
-	for _, x := range []struct {
+	events := []struct {
 		dst *audit.Encoded
 		ev  audit.Event
-	}{{&red.Redeemed, redeemed}, {&red.Unknown, rej}, {&red.Consumed, replay}} {
+	}{
+		{&red.Redeemed, eventOf(ev, audit.Redeemed, sid)},
+		{&red.Unknown, eventOf(ev, audit.Rejected, "")},
+		{&red.Superseded, eventOf(ev, audit.Ended, "")},
+		{&red.Discarded, eventOf(ev, audit.Rejected, red.Cookie)},
+	}
+	events[2].ev.TokenID = "" // the script names the superseded session's token and session
+	if red.Cookie == "" {
+		events = events[:3]
+	}
+	for _, x := range events {
 		if *x.dst, err = h.o.Events.Encode(x.ev); err != nil {
 			return err
 		}
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
-	var ok bool
-	if g.GrantID == "" || st != store.Live {
-		ok, _, err = h.o.Store.Redeem(wctx, red)
-	} else {
-		var discarded bool
-		ok, discarded, err = h.redeemAuto(wctx, r, g, ev, red, form)
-		if discarded {
-			w.Header().Set("Cache-Control", "no-store")
-			http.Redirect(w, r, h.o.AppURL, http.StatusSeeOther)
-			return nil
-		}
-	}
-	if errors.Is(err, store.ErrFirstParty) {
+	ok, _, err := h.o.Store.Redeem(wctx, red)
+	switch {
+	case errors.Is(err, store.ErrFirstParty):
 		return errInvalid(err)
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrNotReplicated):
 		return httpx.Unavailable(err)
-	}
-	if !ok {
+	case errors.Is(err, store.ErrDisagree):
+		return errInvalid(err)
+	case errors.Is(err, store.ErrDiscarded):
+		h.o.Log.InfoContext(ctx, "impersonation redirect credential discarded: the browser holds its grant's session",
+			"request_id", ev.RequestID, "jti", c.ID, "sid", red.Cookie)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, h.o.AppURL, http.StatusSeeOther)
+		return nil
+	case err != nil:
+		return httpx.Unavailable(err)
+	case !ok:
 		return errInvalid(errors.New("token id unknown or already redeemed"))
 	}
 	h.o.Log.InfoContext(ctx, "impersonation redeemed", "request_id", ev.RequestID, "jti", c.ID, "sid", sid,
@@ -279,22 +276,6 @@ func (h *Handler) reject(r *http.Request, ev audit.Event, detail string) error {
 	return errInvalid(errors.New(detail))
 }
 
-// rejectSigned audits the refusal of a validly signed token: never counted
-// by the failure limiter.
-func (h *Handler) rejectSigned(r *http.Request, ev audit.Event, detail string) error {
-	ev.Type, ev.Detail = audit.Rejected, detail
-	enc, err := h.o.Events.Encode(ev)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
-	defer cancel()
-	if err := h.o.Store.AppendCounted(ctx, enc, store.Limit{}); err != nil {
-		return httpx.Unavailable(err)
-	}
-	return errInvalid(errors.New(detail))
-}
-
 // Bucket is the failure limiter's bucket of a client address: the address
 // itself for IPv4, its /64 for IPv6 (one client holds a whole /64).
 func Bucket(ip string) string {
@@ -306,98 +287,34 @@ func Bucket(ip string) string {
 	return p.String()
 }
 
-// scopeOf is a token's or grant's scope: full when it names none (issued
-// before scopes).
+// details are the redemption events' details, by outcome: the store
+// gives each event the one of its outcome.
+var details = &store.Details{
+	Unknown:     "unknown token id: never minted here, or expired in the store",
+	Disagree:    "token and its server-side grant disagree",
+	Replay:      "replayed: token already redeemed",
+	ReplayW:     "replayed: token already redeemed (webhook credential)",
+	ReplayR:     "replayed: token already redeemed (redirect credential)",
+	RedeemedW:   "webhook credential",
+	RedeemedR:   "redirect credential",
+	Superseding: "redirect credential: the browser did not keep the webhook's cookie; its session was superseded",
+	Superseded:  "superseded: the browser did not keep the webhook's cookie",
+	FirstParty:  "webhook credential refused: the grant's session was opened first-party (redirect credential) already",
+	Discarded:   "redirect credential not needed: the webhook's cookie was kept",
+}
+
+// withDetail is ev as an event of typ for session sid, without a detail:
+// the store gives it the detail of the redemption's outcome.
+func eventOf(ev audit.Event, typ audit.Type, sid string) audit.Event {
+	ev.Type, ev.SessionID = typ, sid
+	return ev
+}
+
+// scopeOf is a token's scope: full when it names none (issued before
+// scopes).
 func scopeOf(s string) string {
 	if s == "" {
 		return token.ScopeFull
 	}
 	return s
-}
-
-func credentialName(c string) string {
-	if c == store.CredentialRedirect {
-		return "redirect credential"
-	}
-	return "webhook credential"
-}
-
-// redeemAuto redeems one credential of an auto-delivery grant so that the
-// grant keeps at most one live session, whatever the order the two arrive
-// in:
-//   - the redirect credential (R), presented by the start page, first-party:
-//     if the browser holds the grant's live session (the webhook's cookie was
-//     kept), R is discarded ("not needed"); otherwise it opens the session,
-//     ending the webhook's session (superseded: the browser dropped its
-//     cookie) in the same step;
-//   - the webhook credential (W): refused once the grant's session was opened
-//     first-party.
-//
-// The grant is read, then changed in one script that checks it is still as
-// read; a change meanwhile (the other credential arriving) is read again.
-func (h *Handler) redeemAuto(ctx context.Context, r *http.Request, g store.Grant, ev audit.Event, red store.Redemption, form bool) (ok, discarded bool, err error) {
-	for range 3 {
-		seen, err := h.o.Store.GrantSession(ctx, g.GrantID)
-		if err != nil {
-			return false, false, err
-		}
-		if g.Credential == store.CredentialRedirect && seen.SID != "" && h.holds(ctx, r, seen.SID) {
-			d := ev
-			d.Type, d.SessionID = audit.Rejected, seen.SID
-			d.Detail = "redirect credential not needed: the webhook's cookie was kept"
-			enc, err := h.o.Events.Encode(d)
-			if err != nil {
-				return false, false, err
-			}
-			st, err := h.o.Store.Discard(ctx, red.JTI, g.GrantID, seen.SID, enc, red.Unknown, red.Consumed)
-			if errors.Is(err, store.ErrGrantChanged) {
-				continue
-			}
-			return false, err == nil && st == store.Live, err
-		}
-		a := &store.AutoRedemption{Grant: g, Seen: seen}
-		if seen.SID != "" && seen.By == store.CredentialWebhook {
-			end := ev
-			end.Type, end.SessionID, end.TokenID = audit.Ended, seen.SID, g.PairJTI
-			end.Detail = "superseded: the browser did not keep the webhook's cookie"
-			if a.Superseded, err = h.o.Events.Encode(end); err != nil {
-				return false, false, err
-			}
-			red.Redeemed, err = h.o.Events.Encode(withDetail(ev, audit.Redeemed, red.Session.ID, "redirect credential: the browser did not keep the webhook's cookie; its session was superseded"))
-			if err != nil {
-				return false, false, err
-			}
-		}
-		fp := ev
-		fp.Type = audit.Rejected
-		fp.Detail = "webhook credential refused: the grant's session was opened first-party (redirect credential) already"
-		if a.FirstParty, err = h.o.Events.Encode(fp); err != nil {
-			return false, false, err
-		}
-		red.Auto = a
-		ok, _, err := h.o.Store.Redeem(ctx, red)
-		if errors.Is(err, store.ErrGrantChanged) {
-			continue
-		}
-		return ok, false, err
-	}
-	return false, false, errors.New("login: the grant kept changing")
-}
-
-func withDetail(ev audit.Event, typ audit.Type, sid, detail string) audit.Event {
-	ev.Type, ev.SessionID, ev.Detail = typ, sid, detail
-	return ev
-}
-
-// holds reports whether r carries the live session sid (its cookie).
-func (h *Handler) holds(ctx context.Context, r *http.Request, sid string) bool {
-	if h.o.Sessions == nil {
-		return false
-	}
-	c, ok := h.o.Sessions.Claims(r)
-	if !ok || c.SID != sid {
-		return false
-	}
-	_, err := h.o.Store.GetSession(ctx, sid)
-	return err == nil
 }

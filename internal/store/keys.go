@@ -65,18 +65,20 @@ const consumedMark = "x"
 
 // Script result codes. Each has its own value.
 const (
-	codeOK        = 1  // done
-	codeDuplicate = 2  // reserve: the token id exists
-	codeUnknown   = 3  // consume: no such token id (never minted, or expired)
-	codeConsumed  = 4  // consume: already redeemed
-	codeRate      = 5  // a rate limit refused
-	codeRace      = 6  // a compare-and-append lost to another writer
-	codeNone      = 7  // no such session
-	codeLapsed    = 8  // the session was found idle, past its cap, or never used
-	codeApproval  = 9  // reserve: the approval was already used
-	codeFirstP    = 10 // redeem W: the grant's session was opened first-party already
-	codeDiscarded = 11 // redeem R: not needed, the webhook's session is live in this browser
-	codeConsent   = 12 // reserve: the subject's collection requires consent and it has none
+	codeOK         = 1  // done
+	codeDuplicate  = 2  // reserve: the token id exists
+	codeUnknown    = 3  // consume: no such token id (never minted, or expired)
+	codeConsumed   = 4  // consume: already redeemed
+	codeRate       = 5  // a rate limit refused
+	codeRace       = 6  // a compare-and-append lost to another writer
+	codeNone       = 7  // no such session
+	codeLapsed     = 8  // the session was found idle, past its cap, or never used
+	codeApproval   = 9  // reserve: the approval was already used
+	codeFirstP     = 10 // redeem W: the grant's session was opened first-party already
+	codeDiscarded  = 11 // redeem R: not needed, the webhook's session is live in this browser
+	codeConsent    = 12 // reserve: the subject's collection requires consent and it has none
+	codeDisagree   = 13 // redeem: the token's claims are not its grant's
+	codeIncomplete = 14 // redeem: an auto-delivery credential without the events auto delivery needs
 )
 
 // lua builds a script from src, replacing each $NAME with the constant of
@@ -110,6 +112,11 @@ var luaReplacer = strings.NewReplacer(
 	"$FIELD_GRANT_BY", quote(fieldGrantBy),
 	"$CRED_W", quote(CredentialWebhook),
 	"$CRED_R", quote(CredentialRedirect),
+	"$CODE_DISAGREE", strconv.Itoa(codeDisagree),
+	"$CODE_INCOMPLETE", strconv.Itoa(codeIncomplete),
+	"$KEY_GRANT", quote(keyGrant),
+	"$KEY_SESSION", quote(keySession),
+	"$GRANT_GRACE", strconv.FormatInt(grantGrace.Milliseconds(), 10),
 )
 
 func quote(s string) string { return "'" + s + "'" }
@@ -142,13 +149,13 @@ type fixedKeys struct {
 	audit, sessions, deadlines, ends string
 	// Placeholders for optional keys a script is passed but does not use
 	// (scripts declare every key they may touch, in one slot).
-	noRate, noApproval, noToken, noGrant string
+	noRate, noApproval, noToken, noSession string
 }
 
 func (s *Store) buildKeys() {
 	s.k = fixedKeys{
 		audit: s.key(keyAudit), sessions: s.key(keySessions), deadlines: s.key(keyDeadlines), ends: s.key(keySessionEnds),
-		noRate: s.key(keyRate, "none"), noApproval: s.key(keyApproval, "none"), noToken: s.key(keyToken, "none"), noGrant: s.key(keyGrant, "none"),
+		noRate: s.key(keyRate, "none"), noApproval: s.key(keyApproval, "none"), noToken: s.key(keyToken, "none"), noSession: s.key(keySession, "none"),
 	}
 }
 

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,6 +33,21 @@ type Grant struct {
 	GrantID    string `json:"grant,omitempty"`
 	Credential string `json:"cred,omitempty"`
 	PairJTI    string `json:"pair,omitempty"` // the other credential's token id
+}
+
+// storedGrant is a grant as Redis keeps it: with its audit context (see
+// audit.Context), which the redeem script puts in the events and the
+// session of a login in place of the token's claims.
+type storedGrant struct {
+	Grant
+	Ctx string `json:"ctx"` // the events' bytes from "actor" to "reason"
+	Idx string `json:"idx"` // the events' index names, joined by spaces
+}
+
+// stored is g's JSON as Redis keeps it.
+func (g Grant) stored() ([]byte, error) {
+	ctx, idx := audit.Context(audit.Event{Actor: g.Actor, Requester: g.Requester, Subject: g.Subject, Reason: g.Reason})
+	return json.Marshal(storedGrant{Grant: g, Ctx: ctx, Idx: idx})
 }
 
 // Reservation is one mint: the token id, its grant and lifetime, its
@@ -158,7 +175,7 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	if r.JTI == "" || r.TTL <= 0 {
 		return "", errors.New("store: reserve needs a token id and a positive TTL")
 	}
-	grant, err := json.Marshal(r.Grant)
+	grant, err := r.Grant.stored()
 	if err != nil {
 		return "", err
 	}
@@ -172,7 +189,7 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (string, error) {
 	}
 	pairKey, pairGrant, pairJTI := s.k.noToken, "", ""
 	if p := r.Pair; p != nil {
-		b, err := json.Marshal(p.Grant)
+		b, err := p.Grant.stored()
 		if err != nil {
 			return "", err
 		}
@@ -257,113 +274,232 @@ func (s *Store) Lookup(ctx context.Context, jti string) (Grant, State, error) {
 	return g, st, nil
 }
 
-// Redemption is one login: the token id it consumes, the session it opens,
-// and the events of each outcome.
+// Redemption is one login: the token id it consumes, the session it opens
+// and the events of each outcome, the session and the events built from
+// the token's claims alone. The redeem script checks the claims against the
+// token's grant, and puts the grant's context (its actor with team and
+// role, requester, subject and reason: audit.Context) in place of the
+// claims' in the session and in each event that holds them.
 type Redemption struct {
 	JTI     string
-	Session Session
-	Idle    time.Duration // idle timeout
+	Session Session // from the token's claims
+	Idle    time.Duration
 	// Unused, when positive, ends the session as "never used" if no
 	// request presents it within this time of its start.
 	Unused   time.Duration
 	Redeemed audit.Encoded // on success
 	Unknown  audit.Encoded // the id was never minted, or expired
-	Consumed audit.Encoded // the id was redeemed before: a replay
-	// Auto delivery: the grant's state as GrantSession saw it; the
-	// redemption is refused with ErrGrantChanged if it changed since.
-	Auto *AutoRedemption
+	// Consumed is every other refusal: a replay, a grant that disagrees, a
+	// first-party refusal. Unknown when empty (with Details, one event
+	// serves every refusal: the script gives it its detail).
+	Consumed audit.Encoded
+	// Auto delivery (the grant decides; the caller cannot know beforehand).
+	// Cookie is the session id of the cookie the request carries ("": none):
+	// a redirect credential presented with the grant's live session is
+	// discarded, with Discarded. Superseded ends the webhook credential's
+	// session that a redirect credential supersedes: encoded without token
+	// and session id, which the script fills in (the pair's token id, the
+	// superseded session's).
+	Cookie     string
+	Discarded  audit.Encoded
+	Superseded audit.Encoded
+	// Details, when set, are the details the script gives each event by
+	// outcome: the events are then encoded without one. Nil appends none.
+	Details *Details
 }
 
-// AutoRedemption is what redeeming one credential of an auto-delivery
-// grant needs: the grant keeps at most one live session.
-type AutoRedemption struct {
-	Grant      Grant
-	Seen       GrantSession  // the grant's session when the caller looked
-	Superseded audit.Encoded // R: the event ending Seen's webhook session
-	FirstParty audit.Encoded // W: the event refusing it, a first-party session exists
+// Details are the details of a redemption's events, one per outcome. A
+// Details is meant to be built once and shared (it is not changed after
+// its first use).
+type Details struct {
+	Unknown     string // the token id is unknown: never minted, or expired
+	Disagree    string // the token and its grant disagree
+	Replay      string // a plain grant's token presented again
+	ReplayW     string // an auto grant's webhook credential presented again
+	ReplayR     string // an auto grant's redirect credential presented again
+	RedeemedW   string // the webhook credential opened the grant's session
+	RedeemedR   string // the redirect credential opened it
+	Superseding string // the redirect credential opened it, ending the webhook's session
+	Superseded  string // the end of the webhook's session it superseded
+	FirstParty  string // the webhook credential refused: the redirect credential opened the session first
+	Discarded   string // the redirect credential not needed: the browser holds the grant's live session
+
+	once sync.Once
+	args []any // each as a JSON string, for the script
 }
 
-// GrantSession is the session an auto-delivery grant has opened so far.
-type GrantSession struct {
-	SID string // "" when none
-	By  string // the credential that opened it
+func (d *Details) scriptArgs() []any {
+	if d == nil {
+		return noDetails
+	}
+	d.once.Do(func() {
+		for _, s := range []string{d.Unknown, d.Disagree, d.Replay, d.ReplayW, d.ReplayR, d.RedeemedW, d.RedeemedR,
+			d.Superseding, d.Superseded, d.FirstParty, d.Discarded} {
+			q := ""
+			if s != "" {
+				b, _ := json.Marshal(s) // a string always marshals
+				q = string(b)
+			}
+			d.args = append(d.args, q)
+		}
+	})
+	return d.args
 }
 
-// ErrGrantChanged: the grant's session changed between the caller's look
-// and its redemption (the other credential arrived meanwhile); look again.
-var ErrGrantChanged = errors.New("store: the grant changed meanwhile")
+const detailArgs = 11
+
+var noDetails = []any{"", "", "", "", "", "", "", "", "", "", ""}
+
+// grantGrace is how long an auto-delivery grant's record of its session
+// outlives its tokens.
+const grantGrace = time.Minute
 
 // ErrFirstParty: a webhook credential arrived after its grant's session was
 // opened first-party; it was consumed and its refusal appended.
 var ErrFirstParty = errors.New("store: the grant's session was opened first-party already")
 
+// ErrDiscarded: a redirect credential arrived in a browser that holds its
+// grant's live session (Redemption.Cookie); it was consumed without opening
+// another, and Discarded appended.
+var ErrDiscarded = errors.New("store: the browser holds the grant's live session already")
+
+// ErrDisagree: the token's claims (actor id, subject) are not its grant's;
+// nothing was consumed, and the refusal was appended.
+var ErrDisagree = errors.New("store: the token and its server-side grant disagree")
+
 // redeemScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] session
 // key, KEYS[4] session index, KEYS[5] the admin's session index, KEYS[6]
-// session deadlines, KEYS[7] grant, KEYS[9] the session-ends channel; ARGV[1] session JSON, ARGV[2] now (ms),
-// ARGV[3] cap (ms), ARGV[4] idle (ms), ARGV[5] unused deadline (ms, 0:
-// none), ARGV[6] record TTL (ms), ARGV[7] first deadline (ms), ARGV[8]
-// session id, ARGV[9..10] redeemed event, ARGV[11..12] event when unknown,
-// ARGV[13..14] event when already consumed; auto delivery: ARGV[15] the
-// credential ("": not auto), ARGV[16..17] the grant's session and its
-// credential as the caller saw them, ARGV[18] that session's key,
-// ARGV[19..20] the event ending it (superseded), ARGV[21..22] the event
-// refusing a webhook credential after a first-party session, ARGV[23] the
-// grant's TTL (ms); KEYS[8] the subject's session index.
-// Consumes the token id, creates the session and its index entries and
-// audits, in one step; an auto-delivery grant keeps at most one live
-// session.
-var redeemScript = lua(luaEmit + `
-local v = redis.call('GET', KEYS[2])
-if not v then
-  emit(ARGV[11], ARGV[12])
-  return {$CODE_UNKNOWN, ''}
-end
-if string.sub(v, 1, 1) == $CONSUMED then
-  emit(ARGV[13], ARGV[14])
-  return {$CODE_CONSUMED, ''}
-end
-if ARGV[15] ~= '' then
-  local g = redis.call('HMGET', KEYS[7], $FIELD_GRANT_SESSION, $FIELD_GRANT_BY)
-  if (g[1] or '') ~= ARGV[16] or (g[2] or '') ~= ARGV[17] then return {$CODE_RACE, ''} end
-  if ARGV[15] == $CRED_W and ARGV[17] == $CRED_R then
-    redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
-    emit(ARGV[21], ARGV[22])
-    return {$CODE_FIRSTPARTY, ''}
+// session deadlines, KEYS[7] the session-ends channel, KEYS[8] the key of
+// the cookie's session; ARGV[1..3] the claims' actor id, subject
+// collection and subject id, ARGV[4] the claims' context (audit.Context),
+// ARGV[5] session JSON, ARGV[6..7] where its context starts (bytes before
+// it) and where the rest resumes (1-based), ARGV[8] now (ms), ARGV[9] cap
+// (ms), ARGV[10] idle (ms), ARGV[11] unused deadline (ms, 0: none),
+// ARGV[12] record TTL (ms), ARGV[13] first deadline (ms), ARGV[14] session
+// id, ARGV[15..16] redeemed event, ARGV[17..18] event when unknown,
+// ARGV[19..20] event of the other refusals, ARGV[21..22] superseded event,
+// ARGV[23..24] discarded event, ARGV[25] the cookie's session id, ARGV[26]
+// the key prefix, ARGV[27..37] the details (Details, as JSON strings),
+// ARGV[38] the claims' scope; KEYS[9] the subject's session index.
+//
+// One step, one round trip: reads the grant, checks it against the claims,
+// consumes the token id, applies the auto-delivery rules (the grant keeps
+// at most one live session), creates the session with its indexes, and
+// appends the outcome's events, each with the grant's context and indexes
+// (a grant stored without them keeps the claims').
+var redeemScript = lua(luaEmit + luaLapsed + `
+local frag = ARGV[4]
+local function fill(ev, ctx, d, extra)
+  if ctx ~= frag or extra ~= '' then
+    local i, j = string.find(ev, frag, 1, true)
+    if i then ev = string.sub(ev, 1, i - 1) .. ctx .. extra .. string.sub(ev, j + 1) end
   end
-  if ARGV[15] == $CRED_R and ARGV[16] ~= '' then
-    if redis.call('DEL', ARGV[18]) == 1 then
-      redis.call('ZREM', KEYS[4], ARGV[16])
-      redis.call('ZREM', KEYS[5], ARGV[16])
-      redis.call('ZREM', KEYS[6], ARGV[16])
-      redis.call('ZREM', KEYS[8], ARGV[16])
-      emit(ARGV[19], ARGV[20])
-      redis.call('PUBLISH', KEYS[9], ARGV[16])
+  if d ~= '' then ev = string.sub(ev, 1, -2) .. ',"detail":' .. d .. '}' end
+  return ev
+end
+local v = redis.call('GET', KEYS[2])
+if not v then return {$CODE_UNKNOWN, emit(fill(ARGV[17], frag, ARGV[27], ''), ARGV[18])} end
+local consumed = string.sub(v, 1, 1) == $CONSUMED
+if consumed then v = string.sub(v, 2) end
+local g = cjson.decode(v)
+local gscope = g.scope
+if type(gscope) ~= 'string' or gscope == '' then gscope = 'full' end
+if type(g.actor) ~= 'table' or type(g.subject) ~= 'table' or g.actor.id ~= ARGV[1] or
+    g.subject.collection ~= ARGV[2] or g.subject.id ~= ARGV[3] or gscope ~= ARGV[38] then
+  return {$CODE_DISAGREE, emit(fill(ARGV[19], frag, ARGV[28], ''), ARGV[20])}
+end
+local ctx, idx = frag, nil
+if type(g.ctx) == 'string' and g.ctx ~= '' and type(g.idx) == 'string' then ctx, idx = g.ctx, g.idx end
+local function put(ev, own, d, extra) return emit(fill(ev, ctx, d, extra), idx or own) end
+local cred = ''
+if type(g.grant) == 'string' and g.grant ~= '' then
+  if g.cred == $CRED_R then cred = $CRED_R else cred = $CRED_W end
+end
+if consumed then
+  local d = ARGV[29]
+  if cred == $CRED_W then d = ARGV[30] elseif cred == $CRED_R then d = ARGV[31] end
+  return {$CODE_CONSUMED, put(ARGV[19], ARGV[20], d, '')}
+end
+local detail = ''
+if cred ~= '' then
+  if ARGV[21] == '' then return {$CODE_INCOMPLETE, ''} end
+  local gk = ARGV[26] .. ':' .. $KEY_GRANT .. ':' .. g.grant
+  local gs = redis.call('HMGET', gk, $FIELD_GRANT_SESSION, $FIELD_GRANT_BY)
+  local seen, by = gs[1] or '', gs[2] or ''
+  if cred == $CRED_R and seen ~= '' and seen == ARGV[25] and ARGV[23] ~= '' then
+    local h = redis.call('HMGET', KEYS[8], $FIELD_RECORD, $FIELD_SEEN, $FIELD_CAP, $FIELD_IDLE, $FIELD_UNUSED)
+    if h[1] and not lapsed(h, tonumber(ARGV[8])) then
+      redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
+      return {$CODE_DISCARDED, put(ARGV[23], ARGV[24], ARGV[37], '')}
     end
   end
-  redis.call('HSET', KEYS[7], $FIELD_GRANT_SESSION, ARGV[8], $FIELD_GRANT_BY, ARGV[15])
-  redis.call('PEXPIRE', KEYS[7], ARGV[23])
+  if cred == $CRED_W and by == $CRED_R then
+    redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
+    return {$CODE_FIRSTPARTY, put(ARGV[19], ARGV[20], ARGV[36], '')}
+  end
+  if cred == $CRED_R then detail = ARGV[33] else detail = ARGV[32] end
+  if cred == $CRED_R and seen ~= '' and by == $CRED_W then
+    detail = ARGV[34]
+    if redis.call('DEL', ARGV[26] .. ':' .. $KEY_SESSION .. ':' .. seen) == 1 then
+      redis.call('ZREM', KEYS[4], seen)
+      redis.call('ZREM', KEYS[5], seen)
+      redis.call('ZREM', KEYS[6], seen)
+      redis.call('ZREM', KEYS[9], seen)
+      local pair = ''
+      if type(g.pair) == 'string' then pair = g.pair end
+      put(ARGV[21], ARGV[22], ARGV[35], ',"token_id":' .. cjson.encode(pair) .. ',"session_id":' .. cjson.encode(seen))
+      redis.call('PUBLISH', KEYS[7], seen)
+    end
+  end
+  redis.call('HSET', gk, $FIELD_GRANT_SESSION, ARGV[14], $FIELD_GRANT_BY, cred)
+  redis.call('PEXPIRE', gk, math.max(redis.call('PTTL', KEYS[2]), 0) + $GRANT_GRACE)
 end
 redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
-redis.call('HSET', KEYS[3], $FIELD_RECORD, ARGV[1], $FIELD_SEEN, ARGV[2], $FIELD_CAP, ARGV[3], $FIELD_IDLE, ARGV[4], $FIELD_UNUSED, ARGV[5])
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[8])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[8])
-redis.call('ZADD', KEYS[6], ARGV[7], ARGV[8])
-redis.call('ZADD', KEYS[8], ARGV[3], ARGV[8])
-local id = emit(ARGV[9], ARGV[10])
-return {$CODE_OK, id}
+local rec = ARGV[5]
+if ctx ~= frag then rec = string.sub(rec, 1, tonumber(ARGV[6])) .. ctx .. string.sub(rec, tonumber(ARGV[7])) end
+redis.call('HSET', KEYS[3], $FIELD_RECORD, rec, $FIELD_SEEN, ARGV[8], $FIELD_CAP, ARGV[9], $FIELD_IDLE, ARGV[10], $FIELD_UNUSED, ARGV[11])
+redis.call('PEXPIRE', KEYS[3], ARGV[12])
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[14])
+redis.call('ZADD', KEYS[5], ARGV[9], ARGV[14])
+redis.call('ZADD', KEYS[6], ARGV[13], ARGV[14])
+redis.call('ZADD', KEYS[9], ARGV[9], ARGV[14])
+return {$CODE_OK, put(ARGV[15], ARGV[16], detail, '')}
 `)
 
 // Redeem consumes r.JTI exactly once, across every instance sharing this
-// Redis, and in the same atomic step creates r.Session and appends
-// r.Redeemed. When the id is unknown or expired, or already consumed,
-// nothing is created and the matching event is appended. It reports
-// whether the session was opened and, if not, the token id's state.
+// Redis, and in the same atomic step (one round trip) checks it against its
+// grant, creates r.Session with the grant's context and appends r.Redeemed
+// with it. An auto-delivery grant keeps at most one live session: a
+// redirect credential is discarded (ErrDiscarded) when the request's
+// cookie holds the grant's live session, and otherwise supersedes the
+// webhook credential's session; a webhook credential after the redirect
+// credential's session is refused (ErrFirstParty). When the id is unknown
+// or expired, or already consumed, or its grant disagrees with the claims
+// (ErrDisagree), nothing is created and the matching event is appended.
+// It reports whether the session was opened and, if not, the token id's
+// state.
 func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	sess := r.Session
 	rec, err := json.Marshal(sess)
 	if err != nil {
 		return false, Unknown, err
+	}
+	at, end, err := sessionContext(rec, sess)
+	if err != nil {
+		return false, Unknown, err
+	}
+	frag, _ := audit.Context(audit.Event{Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason})
+	if len(r.Consumed.JSON) == 0 {
+		r.Consumed = r.Unknown
+	}
+	if r.Details != nil {
+		// The script puts the grant's context where the claims' is, and
+		// appends the detail: events made otherwise would come out wrong.
+		for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed, r.Superseded, r.Discarded} {
+			if len(e.JSON) > 0 && !strings.Contains(string(e.JSON), frag) {
+				return false, Unknown, fmt.Errorf("store: redeem: an event of %s does not hold the claims' context", r.JTI)
+			}
+		}
 	}
 	now := s.now()
 	unused := int64(0)
@@ -371,28 +507,26 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 		unused = ms(now.Add(r.Unused))
 	}
 	d := deadline(ms(now), ms(sess.ExpiresAt), r.Idle.Milliseconds(), unused)
-	args := []any{string(rec), ms(now), ms(sess.ExpiresAt), r.Idle.Milliseconds(), unused,
-		recordTTL(ms(now), d, r.Idle.Milliseconds()), d, sess.ID}
-	for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed} {
+	args := make([]any, 0, 26+detailArgs)
+	args = append(args, sess.Actor.ID, sess.Subject.Collection, sess.Subject.ID, frag, string(rec), at, end,
+		ms(now), ms(sess.ExpiresAt), r.Idle.Milliseconds(), unused, recordTTL(ms(now), d, r.Idle.Milliseconds()), d, sess.ID)
+	for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed, r.Superseded, r.Discarded} {
 		args = append(args, eventArgs(e)...)
 	}
-	grantKey := s.k.noGrant
-	if a := r.Auto; a != nil {
-		grantKey = s.key(keyGrant, a.Grant.GrantID)
-		oldKey := ""
-		if a.Seen.SID != "" {
-			oldKey = s.key(keySession, a.Seen.SID)
-		}
-		args = append(args, a.Grant.Credential, a.Seen.SID, a.Seen.By, oldKey)
-		args = append(args, eventArgs(a.Superseded)...)
-		args = append(args, eventArgs(a.FirstParty)...)
-		args = append(args, max(a.Grant.ExpiresAt.Sub(now), 0).Milliseconds()+time.Minute.Milliseconds())
-	} else {
-		args = append(args, "", "", "", "", "", "", "", "", 0)
+	args = append(args, r.Cookie, s.prefix)
+	args = append(args, r.Details.scriptArgs()...)
+	scope := sess.Scope
+	if scope == "" {
+		scope = "full" // sessions before scopes: full access
+	}
+	args = append(args, scope)
+	cookieKey := s.k.noSession
+	if r.Cookie != "" {
+		cookieKey = s.key(keySession, r.Cookie)
 	}
 	code, _, err := pair(s.run(ctx, redeemScript, []string{s.k.audit, s.key(keyToken, r.JTI),
-		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, grantKey,
-		s.subjectSessions(sess.Subject), s.k.ends}, args...))
+		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, s.k.ends, cookieKey,
+		s.subjectSessions(sess.Subject)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
@@ -401,66 +535,37 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 		return true, Live, err
 	case codeConsumed:
 		return false, Consumed, err
-	case codeRace:
-		return false, Live, ErrGrantChanged
+	case codeDisagree:
+		return false, Unknown, errors.Join(ErrDisagree, err)
 	case codeFirstP:
 		return false, Consumed, errors.Join(ErrFirstParty, err)
+	case codeDiscarded:
+		return false, Consumed, errors.Join(ErrDiscarded, err)
+	case codeIncomplete:
+		return false, Live, fmt.Errorf("store: redeem: %s is an auto-delivery credential, and no superseded event was given", r.JTI)
 	}
 	return false, Unknown, err
 }
 
-// GrantSession returns the session an auto-delivery grant has opened.
-func (s *Store) GrantSession(ctx context.Context, grantID string) (GrantSession, error) {
-	v, err := s.rdb.HMGet(ctx, s.key(keyGrant, grantID), fieldGrantSession, fieldGrantBy).Result()
+// sessionContext is where the session record rec holds sess's context
+// (actor to reason, as audit.Context, uncapped): the bytes before it, and
+// the 1-based position of the first byte after it.
+func sessionContext(rec []byte, sess Session) (int, int, error) {
+	b, err := json.Marshal(struct {
+		Actor     audit.Actor   `json:"actor"`
+		Requester *audit.Actor  `json:"requester,omitempty"`
+		Subject   audit.Subject `json:"subject"`
+		Reason    string        `json:"reason,omitempty"`
+	}{sess.Actor, sess.Requester, sess.Subject, sess.Reason})
 	if err != nil {
-		return GrantSession{}, fmt.Errorf("store: grant: %w", err)
+		return 0, 0, err
 	}
-	sid, _ := v[0].(string)
-	by, _ := v[1].(string)
-	return GrantSession{SID: sid, By: by}, nil
-}
-
-// discardScript: KEYS[1] audit stream, KEYS[2] token key, KEYS[3] grant;
-// ARGV[1] the grant's session the browser holds, ARGV[2..3] the event
-// recording the discard, ARGV[4..5] when unknown, ARGV[6..7] when consumed.
-var discardScript = lua(luaEmit + `
-local v = redis.call('GET', KEYS[2])
-if not v then
-  emit(ARGV[4], ARGV[5])
-  return {$CODE_UNKNOWN, ''}
-end
-if string.sub(v, 1, 1) == $CONSUMED then
-  emit(ARGV[6], ARGV[7])
-  return {$CODE_CONSUMED, ''}
-end
-if redis.call('HGET', KEYS[3], $FIELD_GRANT_SESSION) ~= ARGV[1] then return {$CODE_RACE, ''} end
-redis.call('SET', KEYS[2], $CONSUMED .. v, 'KEEPTTL')
-return {$CODE_DISCARDED, emit(ARGV[2], ARGV[3])}
-`)
-
-// Discard consumes the redirect credential jti of grant without opening a
-// session, because the browser presenting it holds the grant's live session
-// sid already (the webhook's cookie was kept), and appends ev. It refuses
-// like Redeem for an unknown or consumed id, and with ErrGrantChanged when
-// sid is no longer the grant's session.
-func (s *Store) Discard(ctx context.Context, jti, grantID, sid string, ev, unknown, consumed audit.Encoded) (State, error) {
-	args := []any{sid}
-	for _, e := range []audit.Encoded{ev, unknown, consumed} {
-		args = append(args, eventArgs(e)...)
+	frag := b[1 : len(b)-1]
+	i := bytes.Index(rec, frag)
+	if i < 0 {
+		return 0, 0, fmt.Errorf("store: session %s: its record does not hold its context", sess.ID)
 	}
-	code, _, err := pair(s.run(ctx, discardScript, []string{s.k.audit, s.key(keyToken, jti), s.key(keyGrant, grantID)}, args...))
-	if err != nil && !errors.Is(err, ErrNotReplicated) {
-		return Unknown, fmt.Errorf("store: discard: %w", err)
-	}
-	switch code {
-	case codeDiscarded:
-		return Live, err
-	case codeConsumed:
-		return Consumed, err
-	case codeRace:
-		return Live, ErrGrantChanged
-	}
-	return Unknown, err
+	return i, i + len(frag) + 1, nil
 }
 
 // deadline is when a session lapses unless seen again: its idle end, its

@@ -6,8 +6,10 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/redisurl"
 	"github.com/impersonator/impersonator/internal/store"
 )
 
@@ -46,7 +49,11 @@ func (b Backend) Open(t testing.TB) *store.Store {
 // key prefix: n instances of the service on one Redis.
 func (b Backend) Instances(t testing.TB, n int) []*store.Store {
 	t.Helper()
-	prefix := fmt.Sprintf("{st%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1))
+	return b.instances(t, n, fmt.Sprintf("{st%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1)))
+}
+
+func (b Backend) instances(t testing.TB, n int, prefix string) []*store.Store {
+	t.Helper()
 	out := make([]*store.Store, n)
 	for i := range out {
 		s, err := store.Open(b.URL, store.Options{Prefix: prefix, Now: b.Now, ReplicaAck: b.ReplicaAck})
@@ -129,6 +136,10 @@ func Run(t *testing.T, b Backend) {
 	t.Run("ReserveApprovalOnce", func(t *testing.T) { testApproval(t, b) })
 	t.Run("RedeemOnce", func(t *testing.T) { testRedeemOnce(t, b) })
 	t.Run("RedeemRaceHasOneWinner", func(t *testing.T) { testRedeemRace(t, b) })
+	t.Run("RedeemGivesTheGrantsContext", func(t *testing.T) { testRedeemContext(t, b) })
+	t.Run("RedeemRefusesAGrantThatDisagrees", func(t *testing.T) { testRedeemDisagree(t, b) })
+	t.Run("RedeemGrantWithoutContext", func(t *testing.T) { testRedeemLegacy(t, b) })
+	t.Run("RedeemAutoDelivery", func(t *testing.T) { testRedeemAuto(t, b) })
 	t.Run("TokenExpiresInRedis", func(t *testing.T) { testTokenExpiry(t, b) })
 	t.Run("TouchIdleEndsWithEvent", func(t *testing.T) { testIdle(t, b) })
 	t.Run("TouchCapEndsWithEvent", func(t *testing.T) { testCap(t, b) })
@@ -430,6 +441,7 @@ func testList(t *testing.T, b Backend) {
 	for i, admin := range []string{"1001", "1001", "2002"} {
 		j := fmt.Sprintf("j%d", i)
 		r := reservation(t, b, j)
+		r.Grant.Actor.ID = admin
 		if _, err := s.Reserve(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -615,5 +627,297 @@ func testLease(t *testing.T, b Backend) {
 	b.Wait(500 * time.Millisecond)
 	if ok, _ := s.SweepLease(ctx, "b", time.Second); !ok {
 		t.Fatal("b could not take the lease a let lapse")
+	}
+}
+
+// details are the redemption's details by outcome (the login's wording is
+// the login's; here they only need to tell the outcomes apart).
+var details = &store.Details{Unknown: "unknown", Disagree: "disagree", Replay: "replay", ReplayW: "replay W", ReplayR: "replay R",
+	RedeemedW: "W", RedeemedR: "R", Superseding: "R superseding", Superseded: "superseded", FirstParty: "first party", Discarded: "discarded"}
+
+var claimsActor = audit.Actor{ID: actor.ID, Email: actor.Email}
+
+// claimsRedemption is a redemption as the login builds it: the session and
+// the events from a token's claims alone (actor id and email, subject),
+// without details: the script gives each its outcome's.
+func claimsRedemption(t testing.TB, b Backend, jti, sid, cookie string, claims audit.Actor, subj audit.Subject) store.Redemption {
+	t.Helper()
+	start := b.Now().UTC().Truncate(time.Millisecond)
+	sess := store.Session{ID: sid, Actor: claims, Subject: subj, TokenID: jti, StartedAt: start, ExpiresAt: start.Add(time.Hour), IP: "192.0.2.1"}
+	e := func(id string, typ audit.Type, sid string) audit.Encoded {
+		ev := audit.Event{ID: id, Time: start, Type: typ, Actor: claims, Subject: subj, TokenID: jti, SessionID: sid, IP: "192.0.2.1", UserAgent: "test"}
+		if typ == audit.Ended {
+			ev.TokenID = "" // the script names the superseded session's
+		}
+		enc, err := audit.Encoder{Now: b.Now}.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return enc
+	}
+	r := store.Redemption{JTI: jti, Session: sess, Idle: time.Hour, Details: details, Cookie: cookie,
+		Redeemed: e("r-"+sid, audit.Redeemed, sid), Unknown: e("x-"+sid, audit.Rejected, ""), Superseded: e("e-"+sid, audit.Ended, "")}
+	if cookie != "" {
+		r.Discarded = e("d-"+sid, audit.Rejected, cookie)
+	}
+	return r
+}
+
+// want is the stored form an event of the redemption r must have: encoded
+// with the grant's context, as if the login had read the grant.
+func want(t testing.TB, r store.Redemption, g store.Grant, id string, typ audit.Type, tokenID, sid, detail string) string {
+	t.Helper()
+	ev := audit.Event{ID: id, Time: r.Session.StartedAt, Type: typ, Actor: g.Actor, Requester: g.Requester, Subject: g.Subject,
+		Reason: g.Reason, TokenID: tokenID, SessionID: sid, IP: "192.0.2.1", UserAgent: "test", Detail: detail}
+	enc, err := audit.Encoder{}.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(enc.JSON)
+}
+
+// raw returns the stored bytes of the audit stream's events, by event id.
+func raw(t testing.TB, s *store.Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := audit.NewLog(s, time.Now).Range(context.Background(), "-", func(e audit.Entry) bool {
+		out[e.Event.ID] = e.Raw
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// testRedeemContext: the session and the events of a redemption built from
+// the claims alone carry the grant's context (the actor's team and role,
+// the requester, the reason), byte for byte as the audit encoder writes
+// them, and are indexed under the grant's requester too.
+func testRedeemContext(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	r := reservation(t, b, "j")
+	r.Grant.Requester = &audit.Actor{ID: "7", Email: "Grace@Example.com"}
+	r.Grant.Reason = `ticket <1234> & "more"` + "\u2028é"
+	if _, err := s.Reserve(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	red := claimsRedemption(t, b, "j", "s", "", claimsActor, subject)
+	if ok, _, err := s.Redeem(ctx, red); !ok || err != nil {
+		t.Fatalf("Redeem = %v, %v", ok, err)
+	}
+	replay := claimsRedemption(t, b, "j", "s2", "", claimsActor, subject)
+	if ok, st, err := s.Redeem(ctx, replay); ok || st != store.Consumed || err != nil {
+		t.Fatalf("replay = %v, %v, %v; want refused as consumed", ok, st, err)
+	}
+	got := raw(t, s)
+	for id, w := range map[string]string{
+		"r-s":  want(t, red, r.Grant, "r-s", audit.Redeemed, "j", "s", ""),
+		"x-s2": want(t, replay, r.Grant, "x-s2", audit.Rejected, "j", "", "replay"),
+	} {
+		if got[id] != w {
+			t.Errorf("event %s:\n got %s\nwant %s", id, got[id], w)
+		}
+	}
+	sess, err := s.GetSession(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSess := red.Session
+	wantSess.Actor, wantSess.Requester, wantSess.Reason = r.Grant.Actor, r.Grant.Requester, r.Grant.Reason
+	if diff := cmp.Diff(wantSess, sess); diff != "" {
+		t.Errorf("session (-want +got):\n%s", diff)
+	}
+	p, err := audit.NewLog(s, time.Now).Query(ctx, audit.Filter{Actor: "grace@example.com"}, 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range p.Events {
+		ids = append(ids, e.ID)
+	}
+	if want := []string{"x-s2", "r-s"}; !cmp.Equal(ids, want) { // the minted event names no requester
+		t.Errorf("the requester's index = %v, want %v", ids, want)
+	}
+}
+
+// testRedeemDisagree: a token whose claims are not its grant's (actor id,
+// subject collection or id) is refused with its event, from the claims,
+// and stays unconsumed.
+func testRedeemDisagree(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		actor audit.Actor
+		subj  audit.Subject
+	}{
+		{audit.Actor{ID: "2002", Email: actor.Email}, subject},
+		{claimsActor, audit.Subject{Collection: "companies", ID: subject.ID}},
+		{claimsActor, audit.Subject{Collection: subject.Collection, ID: "43"}},
+	} {
+		sid := fmt.Sprintf("s%d", i)
+		red := claimsRedemption(t, b, "j", sid, "", c.actor, c.subj)
+		ok, _, err := s.Redeem(ctx, red)
+		if ok || !errors.Is(err, store.ErrDisagree) {
+			t.Fatalf("%+v: Redeem = %v, %v; want ErrDisagree", c, ok, err)
+		}
+		if _, err := s.GetSession(ctx, sid); !errors.Is(err, store.ErrNoSession) {
+			t.Errorf("%+v: the refused redemption opened %s: %v", c, sid, err)
+		}
+		claims := store.Grant{Actor: c.actor, Subject: c.subj}
+		if got, w := raw(t, s)["x-"+sid], want(t, red, claims, "x-"+sid, audit.Rejected, "j", "", "disagree"); got != w {
+			t.Errorf("refusal:\n got %s\nwant %s", got, w)
+		}
+	}
+	if ok, _, err := s.Redeem(ctx, claimsRedemption(t, b, "j", "s", "", claimsActor, subject)); !ok || err != nil {
+		t.Fatalf("the agreeing token after the refusals = %v, %v; want redeemed", ok, err)
+	}
+}
+
+// testRedeemLegacy: a grant stored before grants held their audit context
+// still redeems, its events and session with the claims' context.
+func testRedeemLegacy(t *testing.T, b Backend) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("{stl%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1))
+	s := b.instances(t, 1, prefix)[0]
+	c, err := redisurl.NewClient(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g := reservation(t, b, "j").Grant
+	old, err := json.Marshal(g) // the grant as stored before: no ctx, no idx
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, prefix+":jti:old", string(old), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	red := claimsRedemption(t, b, "old", "s", "", claimsActor, subject)
+	if ok, _, err := s.Redeem(ctx, red); !ok || err != nil {
+		t.Fatalf("Redeem of a grant without context = %v, %v", ok, err)
+	}
+	if got, w := raw(t, s)["r-s"], string(red.Redeemed.JSON); got != w {
+		t.Errorf("event:\n got %s\nwant %s (the claims')", got, w)
+	}
+	if sess, err := s.GetSession(ctx, "s"); err != nil || !cmp.Equal(sess, red.Session) {
+		t.Errorf("session = %+v, %v; want %+v", sess, err, red.Session)
+	}
+}
+
+// testRedeemAuto: an auto-delivery grant's two credentials in each order
+// give at most one live session, each outcome with its event; the
+// superseded session's end names it and its token, and is published.
+func testRedeemAuto(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	ends := s.SubscribeEnds(ctx)
+	defer ends.Close()
+	for e := ends.Receive(ctx, 5*time.Second); !e.Subscribed; e = ends.Receive(ctx, 5*time.Second) {
+		if e.Down != nil {
+			t.Fatal(e.Down)
+		}
+	}
+	grant := func(n string) (store.Grant, store.Grant) {
+		r := reservation(t, b, "w"+n)
+		r.Grant.Requester = &audit.Actor{ID: "7"}
+		w, rg := r.Grant, r.Grant
+		w.GrantID, w.Credential, w.PairJTI = "g"+n, store.CredentialWebhook, "r"+n
+		rg.GrantID, rg.Credential, rg.PairJTI = "g"+n, store.CredentialRedirect, "w"+n
+		r.Grant, r.Pair = w, &store.Pair{JTI: "r" + n, Grant: rg}
+		if _, err := s.Reserve(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		return w, rg
+	}
+	redeem := func(jti, sid, cookie string) (store.Redemption, bool, error) {
+		red := claimsRedemption(t, b, jti, sid, cookie, claimsActor, subject)
+		ok, _, err := s.Redeem(ctx, red)
+		return red, ok, err
+	}
+	check := func(red store.Redemption, g store.Grant, id string, typ audit.Type, tokenID, sid, detail string) {
+		t.Helper()
+		if got, w := raw(t, s)[id], want(t, red, g, id, typ, tokenID, sid, detail); got != w {
+			t.Errorf("event %s:\n got %s\nwant %s", id, got, w)
+		}
+	}
+
+	// The webhook's cookie kept: the redirect credential is not needed.
+	w1, r1 := grant("1")
+	red, ok, err := redeem("w1", "sw1", "")
+	if !ok || err != nil {
+		t.Fatalf("W = %v, %v", ok, err)
+	}
+	check(red, w1, "r-sw1", audit.Redeemed, "w1", "sw1", "W")
+	red, ok, err = redeem("r1", "sr1", "sw1")
+	if ok || !errors.Is(err, store.ErrDiscarded) {
+		t.Fatalf("R with the grant's live session = %v, %v; want ErrDiscarded", ok, err)
+	}
+	check(red, r1, "d-sr1", audit.Rejected, "r1", "sw1", "discarded")
+	if _, err := s.GetSession(ctx, "sw1"); err != nil {
+		t.Errorf("the kept session: %v", err)
+	}
+	red, _, _ = redeem("r1", "sr1b", "")
+	check(red, r1, "x-sr1b", audit.Rejected, "r1", "", "replay R")
+
+	// The webhook's cookie dropped: the redirect credential supersedes it.
+	w2, r2 := grant("2")
+	if _, ok, err := redeem("w2", "sw2", "sw1"); !ok || err != nil { // another grant's cookie
+		t.Fatalf("W = %v, %v", ok, err)
+	}
+	red, ok, err = redeem("r2", "sr2", "")
+	if !ok || err != nil {
+		t.Fatalf("R without the cookie = %v, %v", ok, err)
+	}
+	check(red, r2, "e-sr2", audit.Ended, "w2", "sw2", "superseded")
+	check(red, r2, "r-sr2", audit.Redeemed, "r2", "sr2", "R superseding")
+	if _, err := s.GetSession(ctx, "sw2"); !errors.Is(err, store.ErrNoSession) {
+		t.Errorf("the superseded session: %v, want ErrNoSession", err)
+	}
+	for e := ends.Receive(ctx, 5*time.Second); e.SID != "sw2"; e = ends.Receive(ctx, 5*time.Second) {
+		if e.Down != nil || (e.SID == "" && !e.Subscribed) {
+			t.Fatalf("no end published for the superseded session: %+v", e)
+		}
+	}
+	_ = w2
+
+	// The start page first: the webhook credential is refused.
+	w3, r3 := grant("3")
+	red, ok, err = redeem("r3", "sr3", "")
+	if !ok || err != nil {
+		t.Fatalf("R first = %v, %v", ok, err)
+	}
+	check(red, r3, "r-sr3", audit.Redeemed, "r3", "sr3", "R")
+	red, ok, err = redeem("w3", "sw3", "")
+	if ok || !errors.Is(err, store.ErrFirstParty) {
+		t.Fatalf("W after R = %v, %v; want ErrFirstParty", ok, err)
+	}
+	check(red, w3, "x-sw3", audit.Rejected, "w3", "", "first party")
+	red, _, _ = redeem("w3", "sw3b", "")
+	check(red, w3, "x-sw3b", audit.Rejected, "w3", "", "replay W")
+
+	live, err := s.Sessions(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sids []string
+	for _, x := range live {
+		sids = append(sids, x.ID)
+	}
+	slices.Sort(sids)
+	if want := []string{"sr2", "sr3", "sw1"}; !cmp.Equal(sids, want) {
+		t.Errorf("live sessions = %v, want %v: one per grant", sids, want)
+	}
+
+	// An auto-delivery credential needs the superseded event.
+	grant("4")
+	red = claimsRedemption(t, b, "w4", "sw4", "", claimsActor, subject)
+	red.Superseded = audit.Encoded{}
+	if ok, _, err := s.Redeem(ctx, red); ok || err == nil {
+		t.Errorf("auto credential without the superseded event = %v, %v; want an error", ok, err)
 	}
 }
