@@ -160,10 +160,14 @@ end
 local id = emit(ARGV[3], ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 if ARGV[12] ~= '' then redis.call('SET', KEYS[5], ARGV[12], 'PX', ARGV[2]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[16])
-redis.call('ZADD', KEYS[7], ARGV[17], ARGV[18])
-if ARGV[12] ~= '' then redis.call('ZADD', KEYS[7], ARGV[17], ARGV[19]) end
-if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[7], ARGV[2]) end
+-- The record's unredeemed tokens, which a consent withdrawal voids: kept
+-- only where consent is required (elsewhere there is none to withdraw).
+if ARGV[13] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[16])
+  redis.call('ZADD', KEYS[7], ARGV[17], ARGV[18])
+  if ARGV[12] ~= '' then redis.call('ZADD', KEYS[7], ARGV[17], ARGV[19]) end
+  if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[7], ARGV[2]) end
+end
 return {$CODE_OK, id}
 `)
 
