@@ -140,6 +140,24 @@ func TestDeliveryInChromium(t *testing.T) {
 		noCredentialsLogged(t, d, "webhook token W", "session cookie")
 	})
 
+	t.Run("read-only impersonation: the banner says so, every event carries the scope", func(t *testing.T) {
+		d := newDeployment(t, ca, setup{delivery: "auto", policy: "default_access: read\n"})
+		ctx := browser(t, d, browsertest.Options{Cookies: browsertest.BlockThirdParty})
+		impersonate(t, ctx, d, "")
+		landOnApp(t, ctx, d)
+		text := browsertest.Get(t, ctx, 20*time.Second, chromedp.Poll[string](bannerText+` || false`, chromedp.WithPollingTimeout(15*time.Second)))
+		if !strings.HasPrefix(text, "You are viewing as 42 (read-only), impersonated by ada@example.com · ends in 29:") {
+			t.Errorf("banner = %q, want it to say read-only", text)
+		}
+		for _, e := range d.events() {
+			if e.Subject.ID == "42" && e.Scope != "read" {
+				t.Errorf("event %s %q has scope %q, want read", e.Type, e.Detail, e.Scope)
+			}
+		}
+		endsWithButton(t, ctx, d)
+		noCredentialsLogged(t, d, "webhook token W", "start-page token R", "session cookie")
+	})
+
 	t.Run("policy refusal: Forest's error toast, nothing minted", func(t *testing.T) {
 		d := newDeployment(t, ca, setup{delivery: "auto", policy: "never:\n  users: [\"42\"]\n"})
 		ctx := browser(t, d, browsertest.Options{Cookies: browsertest.AllowThirdParty})
