@@ -24,11 +24,16 @@ import (
 const auditUsage = `Usage: impersonator audit list [--actor A] [--subject S] [--type T] [--since T] [--until T] [--limit N] [--format table|jsonl|csv]
        impersonator audit export [--since T] [--after STREAM_ID] [--follow]
        impersonator audit verify [--keys-dir DIR | --jwks URL|FILE] [--witness FILE] [--checkpoint-interval D]
+       impersonator audit accept --statement TEXT [--keys-dir DIR]
 
 list    events newest first (a readable table by default)
 export  JSON lines, oldest first, for a SIEM: each event with its "stream_id",
         each checkpoint as {"checkpoint":…} after the events it covers;
         --follow keeps streaming; --after resumes after a stream id
+accept  after an integrity alarm that is not tampering (every instance was down
+        while events were left uncovered): sign checkpoints over those events
+        with your statement of why; verify lists them. Never covers deleted
+        checkpoints. Needs the signing keys.
 verify  checks every event against the signed checkpoints; exit status 0
         only when intact, 3 when tampered with, 4 when it cannot finish
         (a checkpoint signed by a key the verifier lacks)
@@ -47,7 +52,7 @@ var (
 )
 
 func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "export" && args[0] != "verify") {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "export" && args[0] != "verify" && args[0] != "accept") {
 		fmt.Fprint(stderr, auditUsage)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return flag.ErrHelp
@@ -78,6 +83,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	keysDir := fs.String("keys-dir", defKeys, "verify: folder of the signing keys")
 	jwks := fs.String("jwks", "", "verify: the service's JWKS (URL or file) instead of the keys folder")
 	witness := fs.String("witness", "", "verify: an export or log kept outside Redis")
+	statement := fs.String("statement", "", "accept: why the uncovered events are genuine (signed into the checkpoints)")
 	interval := fs.Duration("checkpoint-interval", envDuration(getenv, "IMPERSONATOR_CHECKPOINT_INTERVAL", time.Minute), "verify: the service's checkpoint interval")
 	if err := parseFlags(fs, args[1:], auditUsage, stdout); err != nil {
 		return err
@@ -115,12 +121,34 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}
+	var signer *token.Keyset
+	if args[0] == "accept" {
+		if *statement == "" {
+			return errors.New("audit accept: --statement is required: say why the uncovered events are genuine")
+		}
+		if signer, err = token.LoadDir(*keysDir); err != nil {
+			return fmt.Errorf("audit accept signs checkpoints and needs the service's keys: %w", err)
+		}
+	}
 	st, err := openStore(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	log := audit.NewLog(st, time.Now)
+	if args[0] == "accept" {
+		sums, err := log.Accept(ctx, signer, *statement)
+		for _, s := range sums {
+			fmt.Fprintf(stdout, "checkpoint %d covers %s..%s (%d events), accepted\n", s.Seq, s.First, s.Last, s.Events)
+		}
+		if err != nil {
+			return err
+		}
+		if len(sums) == 0 {
+			fmt.Fprintln(stdout, "nothing to accept: every event is covered")
+		}
+		return nil
+	}
 	switch args[0] {
 	case "list":
 		if *limit < 1 || *limit > audit.MaxLimit {

@@ -145,3 +145,37 @@ func TestCLIQuietWithSentinel(t *testing.T) {
 		t.Errorf("a clean run printed more than its table:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
 	}
 }
+
+// TestAuditAcceptCommand: audit accept needs a statement and the keys, and
+// signs the uncovered events under it.
+func TestAuditAcceptCommand(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(srv.URL(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ev, _ := audit.Encoder{}.Encode(audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1"}})
+	if _, err := st.Append(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	cli := env(map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir})
+	if err := run(context.Background(), []string{"audit", "accept"}, cli, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--statement") {
+		t.Errorf("accept without a statement = %v, want it refused", err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"audit", "accept", "--statement", "test: outage OPS-1"}, cli, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "checkpoint 1 covers") {
+		t.Errorf("accept printed %q", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"audit", "verify"}, cli, &out, io.Discard); err != nil || !strings.Contains(out.String(), "OPS-1") {
+		t.Errorf("verify after accept = %v\n%s", err, out.String())
+	}
+}

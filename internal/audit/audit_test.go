@@ -565,3 +565,36 @@ func TestCheckpointersDoNotFork(t *testing.T) {
 		t.Errorf("report = %+v, want one chain of 3 checkpoints covering all 10 events", r)
 	}
 }
+
+// TestAcceptAfterAnOutage: events left uncovered for longer than two
+// intervals (every instance down after appending) raise the alarm, and
+// verify fails; an operator's signed statement covers them, verify lists
+// it, and the checkpointer goes on. Accepting never papers over deleted
+// checkpoints.
+func TestAcceptAfterAnOutage(t *testing.T) {
+	w := newTamperWorld(t)
+	ctx := context.Background()
+	// Two more events, ten minutes old, never covered.
+	w.add(t, 10, time.Now().UnixMilli()+1)
+	old := time.Now().Add(10 * time.Minute)
+	later := audit.NewLog(w.st, func() time.Time { return old })
+	if _, err := later.CatchUp(ctx, w.keys, 2*interval); !errors.Is(err, audit.ErrIntegrity) {
+		t.Fatalf("checkpointer over 10-minute-old uncovered events = %v, want the integrity alarm", err)
+	}
+	if r, _ := later.Verify(ctx, w.keys, audit.VerifyOptions{MaxUncovered: 2 * interval}); r.OK {
+		t.Fatalf("verify before accepting = %+v, want a failure", r)
+	}
+	sums, err := later.Accept(ctx, w.keys, "ops: all instances were down 2026-11-25 10:00-10:10, ticket OPS-1")
+	if err != nil || len(sums) != 1 || sums[0].Events != 3 {
+		t.Fatalf("Accept = %+v, %v; want one checkpoint over the 3 uncovered events", sums, err)
+	}
+	r, err := later.Verify(ctx, w.keys, audit.VerifyOptions{MaxUncovered: 2 * interval})
+	if err != nil || !r.OK || len(r.Accepted) != 1 || !strings.Contains(r.Accepted[0].Accepted, "OPS-1") {
+		t.Errorf("verify after accepting = %+v, %v; want ok, listing the accepted checkpoint", r, err)
+	}
+	// Deleted checkpoints stay reported, whatever is accepted.
+	w.deleteCheckpoint(t, 2)
+	if _, err := later.Accept(ctx, w.keys, "hide it"); !errors.Is(err, audit.ErrIntegrity) {
+		t.Errorf("Accept after a deleted checkpoint = %v, want the integrity refusal", err)
+	}
+}

@@ -35,8 +35,11 @@ type Checkpoint struct {
 	Last   string    `json:"last"`
 	Leaves []Leaf    `json:"leaves"`
 	Time   time.Time `json:"time"`
-	KID    string    `json:"kid,omitempty"`
-	Sig    string    `json:"sig,omitempty"` // base64url signature over Body()
+	// Accepted is an operator's signed statement when the checkpoint covers
+	// events the checkpointer refused to sign on its own (Log.Accept).
+	Accepted string `json:"accepted,omitempty"`
+	KID      string `json:"kid,omitempty"`
+	Sig      string `json:"sig,omitempty"` // base64url signature over Body()
 }
 
 // Body is what is signed: the checkpoint without its signature and key id
@@ -105,17 +108,18 @@ var (
 // Summary is what a checkpoint's witnesses keep of it: enough to tell, later,
 // whether Redis's chain still holds it unchanged.
 type Summary struct {
-	Seq    int64     `json:"seq"`
-	Digest string    `json:"digest"`
-	First  string    `json:"first"`
-	Last   string    `json:"last"`
-	Time   time.Time `json:"time"`
-	Events int       `json:"events"`
+	Seq      int64     `json:"seq"`
+	Digest   string    `json:"digest"`
+	First    string    `json:"first"`
+	Last     string    `json:"last"`
+	Time     time.Time `json:"time"`
+	Events   int       `json:"events"`
+	Accepted string    `json:"accepted,omitempty"`
 }
 
 // Summary returns the checkpoint's summary.
 func (c Checkpoint) Summary() Summary {
-	return Summary{Seq: c.Seq, Digest: c.Digest(), First: c.First, Last: c.Last, Time: c.Time, Events: len(c.Leaves)}
+	return Summary{Seq: c.Seq, Digest: c.Digest(), First: c.First, Last: c.Last, Time: c.Time, Events: len(c.Leaves), Accepted: c.Accepted}
 }
 
 // streamTime is the Redis server time a stream id was appended at.
@@ -134,6 +138,10 @@ func streamTime(id string) time.Time {
 // them were deleted), or a chain shorter than the highest seq ever written.
 // maxAge 0 turns the check off.
 func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer, maxAge time.Duration) (*Summary, error) {
+	return l.writeCheckpoint(ctx, signer, maxAge, "")
+}
+
+func (l *Log) writeCheckpoint(ctx context.Context, signer Signer, maxAge time.Duration, accepted string) (*Summary, error) {
 	// The seal first: it only grows, so a checkpoint another instance
 	// appends between the two reads cannot look like a deletion.
 	sealed, err := l.st.Sealed(ctx)
@@ -175,6 +183,7 @@ func (l *Log) WriteCheckpoint(ctx context.Context, signer Signer, maxAge time.Du
 	}
 	c.First, c.Last = recs[0].ID, recs[len(recs)-1].ID
 	c.Time = l.now().UTC().Truncate(time.Millisecond)
+	c.Accepted = accepted
 	kid, sig, err := signer.Sign(c.Body())
 	if err != nil {
 		return nil, err
@@ -216,6 +225,29 @@ func (l *Log) CatchUp(ctx context.Context, signer Signer, maxAge time.Duration) 
 		if !StreamLess(sum.Last, target) {
 			return out, nil
 		}
+	}
+}
+
+// Accept covers, under an operator's statement, the events the
+// checkpointer refuses to sign because they are older than twice its
+// interval and no checkpoint covers them (after every instance was down
+// with events left uncovered, say). Each checkpoint it writes carries the
+// statement, signed; verify reports them. It never accepts a chain shorter
+// than its seal: deleted checkpoints stay reported.
+func (l *Log) Accept(ctx context.Context, signer Signer, statement string) ([]Summary, error) {
+	if statement == "" {
+		return nil, errors.New("audit: accepting uncovered events needs a statement of why")
+	}
+	var out []Summary
+	for {
+		sum, err := l.writeCheckpoint(ctx, signer, 0, statement)
+		if errors.Is(err, ErrCheckpointRace) {
+			continue
+		}
+		if err != nil || sum == nil {
+			return out, err
+		}
+		out = append(out, *sum)
 	}
 }
 

@@ -37,6 +37,9 @@ type Report struct {
 	Uncovered int `json:"events_not_yet_checkpointed"`
 	// Witnessed checkpoints found unchanged in the chain.
 	Witnessed int `json:"witnessed,omitempty"`
+	// Accepted: checkpoints an operator signed over events the
+	// checkpointer had refused (audit accept), with their statements.
+	Accepted []Summary `json:"accepted,omitempty"`
 	// The first bad event: its stream id, its event id when readable, and
 	// what is wrong.
 	FirstBad   string `json:"first_bad_event,omitempty"`
@@ -197,6 +200,9 @@ func (v *verifier) checkpoint(ctx context.Context, c storedCheckpoint, first boo
 		return nil
 	}
 	v.r.Checkpoints++
+	if c.Accepted != "" {
+		v.r.Accepted = append(v.r.Accepted, c.Summary())
+	}
 	switch {
 	case first && c.Seq != 1:
 		// The anchor retention left: its events are gone on purpose, and
