@@ -19,24 +19,33 @@ import (
 	"strings"
 )
 
-type ctxKey int
+type ctxKey struct{}
 
-const (
-	requestIDKey ctxKey = iota
-	clientIPKey
-)
+// requestInfo is what RequestContext puts in a request's context: one
+// value, one allocation, on every request's path.
+type requestInfo struct{ id, ip string }
+
+func info(ctx context.Context) *requestInfo {
+	ri, _ := ctx.Value(ctxKey{}).(*requestInfo)
+	if ri == nil {
+		return &requestInfo{}
+	}
+	return ri
+}
 
 // RequestID returns the id of the request in ctx.
-func RequestID(ctx context.Context) string {
-	s, _ := ctx.Value(requestIDKey).(string)
-	return s
-}
+func RequestID(ctx context.Context) string { return info(ctx).id }
 
 // ClientIP returns the client address of the request in ctx.
-func ClientIP(ctx context.Context) string {
-	s, _ := ctx.Value(clientIPKey).(string)
-	return s
-}
+func ClientIP(ctx context.Context) string { return info(ctx).ip }
+
+// Header values that never change, shared rather than allocated per
+// answer (http.Header.Set would make a new one-element slice each time).
+// Nothing appends to or edits a header's values in place.
+var (
+	hvJSON    = []string{"application/json"}
+	hvNoStore = []string{"no-store"}
+)
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
@@ -55,8 +64,7 @@ func RequestContext(trusted []netip.Prefix) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := newRequestID()
 			w.Header().Set("X-Request-Id", id)
-			ctx := context.WithValue(r.Context(), requestIDKey, id)
-			ctx = context.WithValue(ctx, clientIPKey, clientIP(r, trusted))
+			ctx := context.WithValue(r.Context(), ctxKey{}, &requestInfo{id: id, ip: clientIP(r, trusted)})
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
@@ -105,8 +113,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h["Content-Type"] = hvJSON
+	h["Cache-Control"] = hvNoStore
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/redistest"
 	"github.com/impersonator/impersonator/internal/server"
+	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 	"github.com/impersonator/impersonator/internal/token/tokentest"
@@ -94,16 +95,21 @@ func (w *world) open() *store.Store {
 func (w *world) store() *store.Store { return w.st }
 
 // instance is one running instance of the service in this world.
-func (w *world) instance() http.Handler {
+func (w *world) instance() http.Handler { return w.instanceWith(nil) }
+
+// instanceWith is an instance with a session cache (nil: none), whose Run
+// the caller starts.
+func (w *world) instanceWith(cache *session.Cache) http.Handler {
 	cfg := w.config()
 	return server.New(server.Deps{
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Settings: server.SettingsFrom(cfg),
-		Store:    w.open(),
-		Keys:     w.keys,
-		Issuer:   token.NewIssuer(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
-		Verifier: token.NewVerifier(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
-		Now:      w.clock,
+		SessionCache: cache,
+		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Settings:     server.SettingsFrom(cfg),
+		Store:        w.open(),
+		Keys:         w.keys,
+		Issuer:       token.NewIssuer(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
+		Verifier:     token.NewVerifier(w.keys, cfg.PublicURL, cfg.Audience, w.clock),
+		Now:          w.clock,
 	})
 }
 

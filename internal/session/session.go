@@ -186,7 +186,9 @@ func (h *Handlers) Live(r *http.Request) (store.Session, error) {
 		}
 		mark = h.cache.mark()
 	}
-	sess, lapse, err := h.store.Touch(r.Context(), c.SID)
+	tctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
+	defer cancel()
+	sess, lapse, err := h.store.Touch(tctx, c.SID)
 	if h.cache != nil {
 		if err != nil {
 			h.cache.Drop(c.SID)
@@ -208,6 +210,9 @@ func (h *Handlers) Live(r *http.Request) (store.Session, error) {
 
 // auditTimeout bounds an end's write, which outlives a client that hung up.
 const auditTimeout = 3 * time.Second
+
+// redisTimeout bounds the session check's Redis round trip.
+const redisTimeout = 3 * time.Second
 
 // UnusedDetail is the detail of a session ended as never used.
 const UnusedDetail = "never used: the browser probably blocked the third-party cookie; use IMPERSONATOR_DELIVERY=auto or redirect"
