@@ -198,6 +198,22 @@ func methodLabel(m string) string {
 	return "other"
 }
 
+// codeLabel is the status code as a label, without allocating for the
+// common ones.
+func codeLabel(status int) string {
+	switch status {
+	case http.StatusOK:
+		return "200"
+	case http.StatusNoContent:
+		return "204"
+	case http.StatusSeeOther:
+		return "303"
+	case http.StatusUnauthorized:
+		return "401"
+	}
+	return strconv.Itoa(status)
+}
+
 // statusRecorder remembers the status written.
 type statusRecorder struct {
 	http.ResponseWriter
@@ -244,8 +260,11 @@ func observe(log *slog.Logger, m *Metrics, now func() time.Time) func(http.Handl
 				if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 					route = rc.RoutePattern()
 				}
-				m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
+				m.requests.WithLabelValues(route, methodLabel(r.Method), codeLabel(rec.status)).Inc()
 				m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+				if !log.Enabled(r.Context(), slog.LevelDebug) {
+					return // the attributes below would be built for nothing
+				}
 				log.LogAttrs(r.Context(), slog.LevelDebug, "request",
 					slog.String("request_id", httpx.RequestID(r.Context())),
 					slog.String("ip", httpx.ClientIP(r.Context())),
