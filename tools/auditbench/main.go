@@ -56,6 +56,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/devproc"
 	"github.com/impersonator/impersonator/internal/store"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -402,7 +403,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "auditbench: verifying with `impersonator audit verify --jwks`")
 		bin := o.bin
 		if bin == "" {
-			if bin, err = buildCLI(ctx, tmp); err != nil {
+			if bin, err = devproc.BuildCLI(ctx, tmp); err != nil {
 				return err
 			}
 		}
@@ -958,116 +959,8 @@ func cliEnviron() []string {
 // ---------------------------------------------------------------------------
 // Processes.
 
-// moduleRoot finds this module's folder from the working directory up.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/impersonator/impersonator\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run it from inside the impersonator module (or give --bin)")
-		}
-		dir = parent
-	}
-}
-
-func buildCLI(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("go not found to build the CLI (or give --bin): %w", err)
-	}
-	out := filepath.Join(dir, "impersonator")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/impersonator")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/impersonator: %v\n%s", err, b)
-	}
-	return out, nil
-}
-
-func redisServer() (string, error) {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		return p, nil
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
-		return "/usr/bin/redis-server", nil
-	}
-	return "", errors.New("redis-server not found: install it (`make test-deps`, or apt-get install -y redis-server) or set REDIS_SERVER, or give --redis-url")
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
-}
-
-// startRedis starts a redis-server on a free loopback port, persisting
-// nothing; the kernel kills it should this program die first. It returns
-// its address and how to stop it.
+// startRedis starts a redis-server persisting nothing on a free loopback
+// port; the kernel kills it should this program die first.
 func startRedis(ctx context.Context, dir string) (string, func(), error) {
-	bin, err := redisServer()
-	if err != nil {
-		return "", nil, err
-	}
-	var last error
-	for range 3 { // a free port can be taken between the check and the start
-		port, err := freePort()
-		if err != nil {
-			return "", nil, err
-		}
-		cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return "", nil, err
-		}
-		exited := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			close(exited)
-		}()
-		stop := func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		addr := net.JoinHostPort("127.0.0.1", port)
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) && ctx.Err() == nil {
-			select {
-			case <-exited:
-				deadline = time.Time{}
-				continue
-			default:
-			}
-			if err := c.Ping(ctx).Err(); err == nil {
-				c.Close()
-				return addr, stop, nil
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		c.Close()
-		stop()
-		b, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-		last = fmt.Errorf("redis-server on %s did not answer: %s", addr, clip(string(b)))
-		if ctx.Err() != nil {
-			return "", nil, ctx.Err()
-		}
-	}
-	return "", nil, last
+	return devproc.StartRedis(ctx, dir)
 }

@@ -46,6 +46,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/devproc"
 )
 
 const (
@@ -278,7 +280,7 @@ func setUp(ctx context.Context, o *options) (_ *env, err error) {
 	e.managed = true
 	bin := o.bin
 	if bin == "" {
-		if bin, err = buildService(ctx, tmp); err != nil {
+		if bin, err = devproc.BuildCLI(ctx, tmp); err != nil {
 			return nil, err
 		}
 	}
@@ -300,7 +302,7 @@ func startProc(path string, args, environ []string) (*proc, error) {
 	p.cmd.Env = environ
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.WaitDelay = time.Second
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	devproc.Isolate(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -353,101 +355,15 @@ func (t *tail) String() string {
 	return strings.TrimSpace(string(t.buf))
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
-}
-
-func redisServer() (string, error) {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		return p, nil
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
-		return "/usr/bin/redis-server", nil
-	}
-	return "", errors.New("redis-server not found: install it (`make test-deps`, or apt-get install -y redis-server) or set REDIS_SERVER")
-}
-
-// startRedis starts a redis-server on a free loopback port, persisting
-// nothing, and returns its address.
+// startRedis starts a redis-server for the run; it is stopped with the
+// run's other processes.
 func startRedis(ctx context.Context, e *env, dir string) (string, error) {
-	bin, err := redisServer()
+	addr, stop, err := devproc.StartRedis(ctx, dir)
 	if err != nil {
 		return "", err
 	}
-	var last error
-	for range 3 { // a free port can be taken between the check and the start
-		port, err := freePort()
-		if err != nil {
-			return "", err
-		}
-		p, err := startProc(bin, []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--daemonize", "no"}, os.Environ())
-		if err != nil {
-			return "", err
-		}
-		addr := net.JoinHostPort("127.0.0.1", port)
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		deadline := time.Now().Add(10 * time.Second)
-		for p.running() && time.Now().Before(deadline) && ctx.Err() == nil {
-			if err := c.Ping(ctx).Err(); err == nil {
-				c.Close()
-				e.cleanups = append(e.cleanups, func() { p.stop(2 * time.Second) })
-				return addr, nil
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		c.Close()
-		p.stop(time.Second)
-		last = fmt.Errorf("redis-server on %s did not answer: %s", addr, p.out)
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-	}
-	return "", last
-}
-
-// moduleRoot finds this module's folder from the working directory up.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/impersonator/impersonator\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run it from inside the impersonator module (or give --bin)")
-		}
-		dir = parent
-	}
-}
-
-func buildService(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("go not found to build the service (or give --bin): %w", err)
-	}
-	out := filepath.Join(dir, "impersonator")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/impersonator")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/impersonator: %v\n%s", err, b)
-	}
-	return out, nil
+	e.cleanups = append(e.cleanups, stop)
+	return addr, nil
 }
 
 // serviceEnviron is this process's environment without anything the
@@ -484,7 +400,7 @@ func startService(ctx context.Context, e *env, bin, tmp string) error {
 
 	var last error
 	for range 3 { // a free port can be taken between the check and the start
-		port, err := freePort()
+		port, err := devproc.FreePort()
 		if err != nil {
 			return err
 		}
