@@ -132,6 +132,26 @@ type Page struct {
 // the Redis server's time in milliseconds.
 func streamID(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) + "-0" }
 
+// streamRange is the stream range f's time window and cursor read: since
+// and until are stream ids (the server's clock), and a cursor ends the
+// range just before its position.
+func (f Filter) streamRange(cursor string) (start, end string, err error) {
+	start, end = "-", "+"
+	if !f.Since.IsZero() {
+		start = streamID(f.Since)
+	}
+	if !f.Until.IsZero() {
+		end = "(" + streamID(f.Until)
+	}
+	if cursor != "" {
+		if !ValidStreamID(cursor) {
+			return "", "", ErrBadCursor
+		}
+		end = "(" + cursor
+	}
+	return start, end, nil
+}
+
 // Query returns events matching f, newest first, starting after cursor
 // (empty: from the newest). The cursor is a stream position, so pages stay
 // correct while events are appended. Since and Until bound the stream range
@@ -142,18 +162,9 @@ func (l *Log) Query(ctx context.Context, f Filter, limit int, cursor string) (Pa
 		limit = DefaultLimit
 	}
 	limit = min(limit, MaxLimit)
-	end, start := "+", "-"
-	if !f.Until.IsZero() {
-		end = "(" + streamID(f.Until)
-	}
-	if !f.Since.IsZero() {
-		start = streamID(f.Since)
-	}
-	if cursor != "" {
-		if !ValidStreamID(cursor) {
-			return Page{}, ErrBadCursor
-		}
-		end = "(" + cursor
+	start, end, err := f.streamRange(cursor)
+	if err != nil {
+		return Page{}, err
 	}
 	page := Page{Events: []Event{}}
 	index := f.index()
@@ -346,18 +357,9 @@ func (l *Log) CheckpointsAfter(ctx context.Context, after string, n int64) ([]Su
 // the oldest is read. Like Query, a subject or actor reads only its index,
 // so a walk costs the matches it reads; reads start small and grow.
 func (l *Log) Walk(ctx context.Context, f Filter, cursor string, fn func(Entry) bool) error {
-	end, start := "+", "-"
-	if !f.Until.IsZero() {
-		end = "(" + streamID(f.Until)
-	}
-	if !f.Since.IsZero() {
-		start = streamID(f.Since)
-	}
-	if cursor != "" {
-		if !ValidStreamID(cursor) {
-			return ErrBadCursor
-		}
-		end = "(" + cursor
+	start, end, err := f.streamRange(cursor)
+	if err != nil {
+		return err
 	}
 	index := f.index()
 	n := int64(32)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/impersonator/impersonator/internal/audit"
@@ -213,7 +212,7 @@ type loginAnswer struct {
 // Sec-Fetch-Site: same-origin.
 func (h *Handler) sameOrigin(r *http.Request) bool {
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		return strings.EqualFold(o, session.Origin(h.o.PublicURL))
+		return session.SameOrigin(o, h.o.PublicURL)
 	}
 	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }

@@ -734,3 +734,29 @@ func TestStartPageHeaders(t *testing.T) {
 		t.Error("the start page has an inline script")
 	}
 }
+
+// TestOriginSpellings: the public URL configured in another spelling of
+// the same origin (case, default port, trailing slash) still accepts its own
+// start page's form login, and a look-alike host is still refused.
+func TestOriginSpellings(t *testing.T) {
+	_, url := redistest.EmbeddedURL(t)
+	w := newWorld(t, url, map[string]string{"IMPERSONATOR_DELIVERY": "redirect", "IMPERSONATOR_PUBLIC_URL": "https://Imp.Test:443/"})
+	h := w.instance()
+	post := func(origin string) int {
+		raw, _ := w.mint()
+		req := httptest.NewRequest(http.MethodPost, "/impersonation/login", strings.NewReader(url2form(raw)))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := post("https://imp.test"); code != 303 {
+		t.Errorf("the start page's own origin: %d, want 303", code)
+	}
+	for _, o := range []string{"https://imp.test.evil.example", "http://imp.test", "https://imp.test:8443"} {
+		if code := post(o); code != 403 {
+			t.Errorf("origin %s: %d, want 403", o, code)
+		}
+	}
+}

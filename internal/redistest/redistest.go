@@ -22,6 +22,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/devproc"
 )
 
 // Server is a real redis-server process owned by a test: a plain server, a
@@ -54,19 +56,9 @@ type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
 
-// binary finds redis-server: $REDIS_SERVER, then PATH, then the Debian path.
-func binary() (string, error) {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		return p, nil
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/bin/redis-server"); err == nil {
-		return "/usr/bin/redis-server", nil
-	}
-	return "", fmt.Errorf("redis-server not found: install it (apt-get install -y redis-server) or set REDIS_SERVER; `make test` and .ci/run do this for you")
-}
+// binary finds redis-server as the project's tools do ($REDIS_SERVER, then
+// PATH, then the Debian path).
+func binary() (string, error) { return devproc.RedisServer() }
 
 // StartServer starts redis-server on a free loopback port, with no
 // persistence, and stops it when the test ends. A missing redis-server fails

@@ -49,7 +49,9 @@ type cacheWorld struct {
 
 const idle = 10 * time.Minute
 
-func newCacheWorld(t *testing.T) *cacheWorld {
+func newCacheWorld(t *testing.T) *cacheWorld { return newCacheWorldIdle(t, idle) }
+
+func newCacheWorldIdle(t *testing.T, idle time.Duration) *cacheWorld {
 	srv := redistest.StartServer(t)
 	w := &cacheWorld{srv: srv, keys: tokentest.Keyset(t, "")}
 	w.stores = storetest.Backend{URL: srv.URL(), Now: time.Now}.Instances(t, 3)
@@ -77,7 +79,9 @@ func newCacheWorld(t *testing.T) *cacheWorld {
 
 // open opens a session directly in the store (as a login does) and returns
 // its cookie.
-func (w *cacheWorld) open(t *testing.T) (*http.Cookie, store.Session) {
+func (w *cacheWorld) open(t *testing.T) (*http.Cookie, store.Session) { return w.openIdle(t, idle) }
+
+func (w *cacheWorld) openIdle(t *testing.T, idle time.Duration) (*http.Cookie, store.Session) {
 	t.Helper()
 	c := token.Claims{Act: token.Actor{Sub: "1001", Email: "ada@example.com"}, Collection: "users", SID: token.NewJTI()}
 	c.Subject = "42"
@@ -199,5 +203,36 @@ func TestSubscriptionLossFallsBack(t *testing.T) {
 	}
 	if code := check(b.h, cookie); code != http.StatusUnauthorized {
 		t.Errorf("after resubscribing, the deleted session: %d, want 401", code)
+	}
+}
+
+// TestCachedSessionWritesLastSeen: a session served from memory has its
+// last-seen time written to Redis at most every idle/10, and at least that
+// often while it is used, so Redis's record (and the sweeper's deadline)
+// follows it.
+func TestCachedSessionWritesLastSeen(t *testing.T) {
+	const idle = 2 * time.Second // a write at most every 200ms
+	w := newCacheWorldIdle(t, idle)
+	b := w.inst[1]
+	cookie, _ := w.openIdle(t, idle)
+	for range 10 {
+		if code := check(b.h, cookie); code != 200 {
+			t.Fatalf("check: %d", code)
+		}
+	}
+	if n := b.st.touches.Load(); n != 1 {
+		t.Fatalf("10 checks at once made %d Redis round trips, want 1", n)
+	}
+	time.Sleep(idle/10 + 50*time.Millisecond)
+	check(b.h, cookie)
+	if n := b.st.touches.Load(); n != 2 {
+		t.Errorf("a check after idle/10 made %d round trips in all, want 2 (last-seen written)", n)
+	}
+	// Used every 300ms for 3 s, longer than the idle timeout: still live.
+	for range 10 {
+		time.Sleep(300 * time.Millisecond)
+		if code := check(b.h, cookie); code != 200 {
+			t.Fatalf("an active session lapsed: %d", code)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -410,18 +411,34 @@ func (h *Handlers) sameParty(r *http.Request) bool {
 		return r.Header.Get("Sec-Fetch-Site") != "cross-site"
 	}
 	for _, a := range h.origins {
-		if strings.EqualFold(o, a) {
+		if SameOrigin(o, a) {
 			return true
 		}
 	}
 	return false
 }
 
-// Origin returns scheme://host[:port] of u.
+// Origin returns the origin of u as a browser sends it in an Origin header:
+// scheme://host[:port], lower-case, without the scheme's default port, so
+// that "https://App.example.com:443/" and "https://app.example.com" are one.
 func Origin(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
+	p, err := url.Parse(strings.TrimSpace(u))
+	if err != nil || p.Scheme == "" || p.Host == "" {
 		return ""
 	}
-	return p.Scheme + "://" + p.Host
+	scheme, host := strings.ToLower(p.Scheme), strings.ToLower(p.Hostname())
+	port := p.Port()
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	if port != "" {
+		host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host
 }
+
+// SameOrigin reports whether the Origin header o names origin, both in
+// Origin's one spelling.
+func SameOrigin(o, origin string) bool { return origin != "" && Origin(o) == Origin(origin) }

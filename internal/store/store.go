@@ -98,6 +98,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.embedded = emb
+	if emb != nil {
+		s.replicas.Store(1) // the embedded Redis never has a replica (nor INFO replication, nor WAIT)
+	}
 	return s, nil
 }
 
@@ -205,8 +208,15 @@ func (s *Store) replicaMode(ctx context.Context) int32 {
 	} else {
 		info, err = s.rdb.Info(ctx, "replication").Result()
 	}
+	var refused redis.Error
+	if errors.As(err, &refused) {
+		// INFO refused (an ACL): it will stay refused, so stop asking on
+		// every change, and wait as if there were replicas.
+		s.replicas.Store(2)
+		return 2
+	}
 	if err != nil {
-		return 0
+		return 0 // not known yet: ask again at the next change
 	}
 	s.acks.observe(replicationInfo(info))
 	mode := int32(1)
@@ -240,7 +250,9 @@ func (s *Store) replicaMode(ctx context.Context) int32 {
 // stop writes while it loads. A primary seen with fewer replicas for
 // replicaForget (a replica lost for good) is then asked for fewer.
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
-	if s.ack == 0 || s.replicaMode(ctx) != 2 {
+	// Only a primary known to have no replica skips the wait: while that is
+	// unknown (INFO failed), changes wait as if it had one, failing closed.
+	if s.ack == 0 || s.replicaMode(ctx) == 1 {
 		return sc.Run(ctx, s.rdb, keys, args...).Slice()
 	}
 	var c redis.Cmdable = s.rdb

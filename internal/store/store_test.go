@@ -83,3 +83,27 @@ func TestReplicaAck(t *testing.T) {
 		t.Errorf("Replication of a standalone server = %q, want none (no wait)", got)
 	}
 }
+
+// TestReplicaAckFailsClosedWithoutInfo: a primary whose INFO the service
+// may not read (an ACL) is waited on as if it had a replica: a standalone
+// server then refuses the change as not replicated, rather than the
+// service answering 200 with no replica having it.
+func TestReplicaAckFailsClosedWithoutInfo(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.StartServer(t)
+	if err := srv.Client(t).Do(ctx, "ACL", "SETUSER", "noinfo", "on", ">noinfo-password-0123456789", "~*", "&*", "+@all", "-info").Err(); err != nil {
+		t.Fatal(err)
+	}
+	url := "redis://noinfo:noinfo-password-0123456789@" + srv.Addr
+	st := storetest.Backend{URL: url, Now: time.Now, ReplicaAck: 100 * time.Millisecond}.Open(t)
+	ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, ev); !errors.Is(err, store.ErrNotReplicated) {
+		t.Errorf("append with INFO refused and no replica = %v, want ErrNotReplicated (fail closed)", err)
+	}
+	if got := st.Replication(ctx); got != "wait" {
+		t.Errorf("Replication with INFO refused = %q, want wait", got)
+	}
+}

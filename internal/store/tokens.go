@@ -499,8 +499,9 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	if r.Details != nil {
 		// The script puts the grant's context where the claims' is, and
 		// appends the detail: events made otherwise would come out wrong.
+		fb := []byte(frag)
 		for _, e := range []audit.Encoded{r.Redeemed, r.Unknown, r.Consumed, r.Superseded, r.Discarded} {
-			if len(e.JSON) > 0 && !strings.Contains(string(e.JSON), frag) {
+			if len(e.JSON) > 0 && !bytes.Contains(e.JSON, fb) {
 				return false, Unknown, fmt.Errorf("store: redeem: an event of %s does not hold the claims' context", r.JTI)
 			}
 		}
