@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -596,5 +597,22 @@ func TestAcceptAfterAnOutage(t *testing.T) {
 	w.deleteCheckpoint(t, 2)
 	if _, err := later.Accept(ctx, w.keys, "hide it"); !errors.Is(err, audit.ErrIntegrity) {
 		t.Errorf("Accept after a deleted checkpoint = %v, want the integrity refusal", err)
+	}
+}
+
+// TestServiceLogIsAWitness: the checkpointer's log records, as the JSON
+// log holds them, are a witness verify reads (README: "or the service's
+// JSON log").
+func TestServiceLogIsAWitness(t *testing.T) {
+	w := newTamperWorld(t)
+	var logged strings.Builder
+	cp := audit.Checkpointer{Log: slog.New(slog.NewJSONHandler(&logged, nil)), Signer: w.keys, Interval: interval}
+	cp.Once(context.Background(), w.log)
+	wit, err := audit.ReadWitness(strings.NewReader(logged.String()))
+	if err != nil || len(wit) != 1 || wit[0].Seq != 3 || wit[0].Events != 2 {
+		t.Fatalf("witness from the log = %+v, %v; want checkpoint 3 over the 2 tail events\n%s", wit, err, logged.String())
+	}
+	if r := w.verify(t, audit.VerifyOptions{Witness: wit}); !r.OK || r.Witnessed != 1 {
+		t.Errorf("verify with the log as witness = %+v", r)
 	}
 }
