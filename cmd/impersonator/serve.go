@@ -172,6 +172,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
+		// The group starts at the stream's end: create it before the first
+		// request, or that request's events would never be notified.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = n.Prepare(pctx)
+		cancel()
+		if err != nil {
+			log.Error("notify: cannot create the consumer group yet; events until it exists are not notified", "error", err)
+		}
 		workers++
 		bgNotify = func(ctx context.Context, done chan<- struct{}) {
 			defer func() { done <- struct{}{} }()

@@ -235,6 +235,13 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 }
 
+// Prepare creates the consumer group if it does not exist yet. serve calls
+// it before it accepts requests: the group starts at the stream's end, so
+// an event appended before it existed would never be notified.
+func (n *Notifier) Prepare(ctx context.Context) error {
+	return n.o.Store.NotifyGroup(ctx)
+}
+
 // ensureGroup creates the consumer group, retrying until it can or ctx
 // ends (false).
 func (l *loop) ensureGroup() bool {
