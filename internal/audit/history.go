@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -213,13 +212,6 @@ func HistoryHandler(l *Log, subject func(*http.Request) (Subject, error), live f
 			return httpx.Errorf(http.StatusBadRequest, "include_actor_email must be true or false", nil)
 		}
 		page, err := l.History(r.Context(), subj.Collection+":"+subj.ID, o)
-		if errors.Is(err, ErrBadCursor) {
-			return httpx.Errorf(http.StatusBadRequest, err.Error(), err)
-		}
-		if err != nil {
-			return httpx.Unavailable(err)
-		}
-		httpx.WriteJSON(w, http.StatusOK, page)
-		return nil
+		return writePage(w, page, err)
 	}
 }

@@ -76,15 +76,21 @@ func EventsHandler(l *Log, canonical func(string) (string, error)) httpx.Handler
 			}
 		}
 		page, err := l.Query(r.Context(), f, limit, q.Get("cursor"))
-		if errors.Is(err, ErrBadCursor) {
-			return httpx.Errorf(http.StatusBadRequest, err.Error(), err)
-		}
-		if err != nil {
-			return httpx.Unavailable(err)
-		}
-		httpx.WriteJSON(w, http.StatusOK, page)
-		return nil
+		return writePage(w, page, err)
 	}
+}
+
+// writePage answers a read of the log: page, or 400 for a bad cursor, or
+// 503 when the log could not be read.
+func writePage(w http.ResponseWriter, page any, err error) error {
+	if errors.Is(err, ErrBadCursor) {
+		return httpx.Errorf(http.StatusBadRequest, err.Error(), err)
+	}
+	if err != nil {
+		return httpx.Unavailable(err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // VerifyHandler answers GET /v1/audit/verify with the verification Report:

@@ -152,6 +152,24 @@ func (f Filter) streamRange(cursor string) (start, end string, err error) {
 	return start, end, nil
 }
 
+// readBefore reads up to n entries, newest first, of the stream range
+// [start, end), from index when it is not empty (else from the log), and
+// returns the stream id of the last position read ("" when none was).
+func (l *Log) readBefore(ctx context.Context, index, end, start string, n int64) ([]Record, string, error) {
+	var recs []Record
+	var last string
+	var err error
+	if index != "" {
+		recs, last, err = l.st.IndexBefore(ctx, index, end, start, n)
+	} else if recs, err = l.st.EventsBefore(ctx, end, start, n); len(recs) > 0 {
+		last = recs[len(recs)-1].ID
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("audit: read: %w", err)
+	}
+	return recs, last, nil
+}
+
 // Query returns events matching f, newest first, starting after cursor
 // (empty: from the newest). The cursor is a stream position, so pages stay
 // correct while events are appended. Since and Until bound the stream range
@@ -170,25 +188,15 @@ func (l *Log) Query(ctx context.Context, f Filter, limit int, cursor string) (Pa
 	index := f.index()
 	scanned := 0
 	for {
-		var recs []Record
-		var last string
-		var err error
 		// When every entry read matches (an index alone, or only a time
 		// window), read no more than the page still needs.
 		n := int64(batch)
 		if f.Type == "" && (index == "" && f.Actor == "" && f.Subject == "" || index != "" && (f.Actor == "" || f.Subject == "")) {
 			n = int64(min(batch, limit-len(page.Events)))
 		}
-		if index != "" {
-			recs, last, err = l.st.IndexBefore(ctx, index, end, start, n)
-		} else {
-			recs, err = l.st.EventsBefore(ctx, end, start, n)
-			if len(recs) > 0 {
-				last = recs[len(recs)-1].ID
-			}
-		}
+		recs, last, err := l.readBefore(ctx, index, end, start, n)
 		if err != nil {
-			return Page{}, fmt.Errorf("audit: read: %w", err)
+			return Page{}, err
 		}
 		for i, r := range recs {
 			scanned++
@@ -364,19 +372,9 @@ func (l *Log) Walk(ctx context.Context, f Filter, cursor string, fn func(Entry) 
 	index := f.index()
 	n := int64(32)
 	for {
-		var recs []Record
-		var last string
-		var err error
-		if index != "" {
-			recs, last, err = l.st.IndexBefore(ctx, index, end, start, n)
-		} else {
-			recs, err = l.st.EventsBefore(ctx, end, start, n)
-			if len(recs) > 0 {
-				last = recs[len(recs)-1].ID
-			}
-		}
+		recs, last, err := l.readBefore(ctx, index, end, start, n)
 		if err != nil {
-			return fmt.Errorf("audit: read: %w", err)
+			return err
 		}
 		for _, r := range recs {
 			e := decodeEntry(r)

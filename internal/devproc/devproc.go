@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -152,4 +154,40 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// Loopback refuses a URL that leaves this machine: the measuring tools
+// are never to be pointed at anything else. A unix:// socket is local.
+func Loopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme == "unix" {
+		return nil
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: the measuring tools only target this machine", host)
+}
+
+// Environ is this process's environment without the variables the
+// service and its CLI read (IMPERSONATOR_*, FOREST_*, REDIS_URL) and
+// without those named in drop, so that nothing in the caller's shell
+// changes what is measured.
+func Environ(drop ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "IMPERSONATOR_") || strings.HasPrefix(name, "FOREST_") || name == "REDIS_URL" || slices.Contains(drop, name) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

@@ -118,6 +118,12 @@ func (rv Revoker) RevokeAll(ctx context.Context, adminID string, ri RequestInfo,
 	if err != nil {
 		return 0, err
 	}
+	return rv.endAll(ctx, list, ri, detail)
+}
+
+// endAll ends the sessions of list and returns how many it ended; those
+// that ended meanwhile are skipped.
+func (rv Revoker) endAll(ctx context.Context, list []store.Session, ri RequestInfo, detail string) (int, error) {
 	n := 0
 	for _, s := range list {
 		err := rv.end(ctx, s, ri, detail)

@@ -198,16 +198,5 @@ func (cs Consents) RevokeSubject(ctx context.Context, subj audit.Subject, ri Req
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, s := range list {
-		err := cs.Revoker.end(ctx, s, ri, detail)
-		if errors.Is(err, store.ErrNoSession) {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return cs.Revoker.endAll(ctx, list, ri, detail)
 }

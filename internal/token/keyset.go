@@ -420,16 +420,5 @@ func (ks *Keyset) VerifySignature(kid string, msg, sig []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
 	}
-	switch p := k.Public().(type) {
-	case ed25519.PublicKey:
-		if ed25519.Verify(p, msg, sig) {
-			return nil
-		}
-	case *ecdsa.PublicKey:
-		sum := sha256.Sum256(msg)
-		if ecdsa.VerifyASN1(p, sum[:], sig) {
-			return nil
-		}
-	}
-	return ErrBadSignature
+	return verifySignature(k.Public(), msg, sig)
 }

@@ -69,7 +69,17 @@ func (pk *PublicKeys) HasKey(kid string) bool {
 
 // VerifySignature checks a signature made by Keyset.Sign with the key kid.
 func (pk *PublicKeys) VerifySignature(kid string, msg, sig []byte) error {
-	switch p := pk.keys[kid].(type) {
+	p, ok := pk.keys[kid]
+	if !ok {
+		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
+	}
+	return verifySignature(p, msg, sig)
+}
+
+// verifySignature checks sig, made by Keyset.Sign, over msg with the
+// public key p.
+func verifySignature(p crypto.PublicKey, msg, sig []byte) error {
+	switch p := p.(type) {
 	case ed25519.PublicKey:
 		if ed25519.Verify(p, msg, sig) {
 			return nil
@@ -79,8 +89,6 @@ func (pk *PublicKeys) VerifySignature(kid string, msg, sig []byte) error {
 		if ecdsa.VerifyASN1(p, sum[:], sig) {
 			return nil
 		}
-	case nil:
-		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
 	}
 	return ErrBadSignature
 }

@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -156,24 +155,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 
 // loopbackOnly refuses a Redis that is not on this machine.
 func loopbackOnly(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if u.Scheme == "unix" {
-		return nil
-	}
-	if u.Scheme != "redis" {
+	if u, err := url.Parse(raw); err == nil && u.Scheme != "redis" && u.Scheme != "unix" {
 		return fmt.Errorf("--redis-url: only redis:// and unix:// URLs, not %q", u.Scheme)
 	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return nil
+	if err := devproc.Loopback(raw); err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("--redis-url: %q is not a loopback address: this benchmark only targets this machine", host)
+	return nil
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +396,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		v, err := runVerify(ctx, "impersonator audit verify --jwks", bin, []string{"audit", "verify", "--jwks", jwksPath},
-			append(cliEnviron(), "REDIS_URL="+redisURL), true)
+			append(devproc.Environ(childEnv), "REDIS_URL="+redisURL), true)
 		if err != nil {
 			return err
 		}
@@ -941,19 +929,6 @@ func clip(s string) string {
 		return s[:2000] + "…"
 	}
 	return s
-}
-
-// cliEnviron is this process's environment without anything the CLI
-// reads, so that nothing in the caller's shell changes what is measured.
-func cliEnviron() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "IMPERSONATOR_") || strings.HasPrefix(kv, "FOREST_") || strings.HasPrefix(kv, "REDIS_URL=") || strings.HasPrefix(kv, childEnv+"=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 // ---------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -143,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		problems = append(problems, errors.New("--redis-url only goes with --url (otherwise the floors use the redis-server started here)"))
 	}
 	if o.url != "" {
-		if err := loopbackOnly(o.url); err != nil {
+		if err := devproc.Loopback(o.url); err != nil {
 			problems = append(problems, fmt.Errorf("--url: %w", err))
 		}
 		if o.bin != "" {
@@ -151,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	if o.redisURL != "" {
-		if err := loopbackOnly(o.redisURL); err != nil {
+		if err := devproc.Loopback(o.redisURL); err != nil {
 			problems = append(problems, fmt.Errorf("--redis-url: %w", err))
 		}
 	}
@@ -159,26 +158,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.Join(problems...)
 	}
 	return o, nil
-}
-
-// loopbackOnly refuses a URL that leaves this machine: a load test is not
-// to be pointed at anything else.
-func loopbackOnly(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if u.Scheme == "unix" {
-		return nil
-	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%q is not a loopback address: this load test only targets this machine", host)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -366,20 +345,6 @@ func startRedis(ctx context.Context, e *env, dir string) (string, error) {
 	return addr, nil
 }
 
-// serviceEnviron is this process's environment without anything the
-// service reads, so that nothing in the caller's shell changes what is
-// measured.
-func serviceEnviron() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "IMPERSONATOR_") || strings.HasPrefix(kv, "FOREST_") || strings.HasPrefix(kv, "REDIS_URL=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
 func startService(ctx context.Context, e *env, bin, tmp string) error {
 	keysDir := filepath.Join(tmp, "keys")
 	if err := os.Mkdir(keysDir, 0o700); err != nil {
@@ -405,7 +370,7 @@ func startService(ctx context.Context, e *env, bin, tmp string) error {
 			return err
 		}
 		listen := net.JoinHostPort("127.0.0.1", port)
-		p, err := startProc(bin, []string{"serve"}, append(serviceEnviron(),
+		p, err := startProc(bin, []string{"serve"}, append(devproc.Environ(),
 			"REDIS_URL=redis://"+e.redisAddr,
 			"IMPERSONATOR_LISTEN="+listen,
 			"FOREST_AUTH_SECRET="+e.forestSecret,
