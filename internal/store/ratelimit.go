@@ -30,13 +30,8 @@ func (s *Store) Append(ctx context.Context, ev audit.Encoded) (string, error) {
 // Counts one failure and checks the limit in one step, with no window
 // between them: within the limit the event is appended; over it nothing is
 // (a flood cannot flood the log) and the time left is returned.
-var countedScript = lua(luaEmit + `
-local n = redis.call('INCR', KEYS[2])
-local ttl = redis.call('PTTL', KEYS[2])
-if n == 1 or ttl < 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
+var countedScript = lua(luaEmit + luaCount + `
+local n, ttl = count(KEYS[2], ARGV[2])
 if n > tonumber(ARGV[1]) then return {$CODE_RATE, tostring(ttl)} end
 return {$CODE_OK, emit(ARGV[3], ARGV[4])}
 `)
@@ -79,10 +74,9 @@ type Fold struct {
 // foldScript: KEYS[1] audit stream, KEYS[2] window counter, KEYS[3] folded
 // counter; ARGV[1] N, ARGV[2] window (ms), ARGV[3..4] the event,
 // ARGV[5..6] the summary, ARGV[7] the marker.
-var foldScript = lua(luaEmit + `
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+var foldScript = lua(luaEmit + luaCount + `
+local n, _, started = count(KEYS[2], ARGV[2])
+if started then
   local folded = tonumber(redis.call('GET', KEYS[3]) or '0')
   if folded > 0 then
     redis.call('DEL', KEYS[3])

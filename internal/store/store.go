@@ -424,4 +424,21 @@ local function emit(ev, idx)
 end
 `
 
+// luaCount is prepended to every script that counts in a fixed window:
+// count adds one to the counter key and returns the count, the window's
+// time left (ms) and whether this count started the window: at the first
+// count, and again should the key have lost its expiry (a PERSIST, a
+// restore), so that no window outlives its length.
+const luaCount = `
+local function count(key, window)
+  local n = redis.call('INCR', key)
+  local ttl = redis.call('PTTL', key)
+  if n == 1 or ttl < 0 then
+    redis.call('PEXPIRE', key, window)
+    return n, tonumber(window), true
+  end
+  return n, ttl, false
+end
+`
+
 func ms(t time.Time) int64 { return t.UnixMilli() }

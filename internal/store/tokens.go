@@ -130,19 +130,14 @@ var ErrNoConsent = errors.New("store: the subject has no active consent")
 // The consent is checked, the rate counted, the approval used, the token id
 // reserved and its event appended in one atomic step: one round trip for
 // the whole mint. An expired consent is absent: its key's TTL is its until.
-var reserveScript = lua(luaEmit + `
+var reserveScript = lua(luaEmit + luaCount + `
 if ARGV[13] == '1' and redis.call('EXISTS', KEYS[6]) == 0 then
   emit(ARGV[14], ARGV[15])
   return {$CODE_CONSENT, ''}
 end
 local limit = tonumber(ARGV[5])
 if limit > 0 then
-  local n = redis.call('INCR', KEYS[3])
-  local ttl = redis.call('PTTL', KEYS[3])
-  if n == 1 or ttl < 0 then
-    redis.call('PEXPIRE', KEYS[3], ARGV[6])
-    ttl = tonumber(ARGV[6])
-  end
+  local n, ttl = count(KEYS[3], ARGV[6])
   if n > limit then
     if ARGV[7] ~= '' then emit(ARGV[7], ARGV[8]) end
     return {$CODE_RATE, tostring(ttl)}

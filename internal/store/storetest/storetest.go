@@ -148,6 +148,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("ListSessions", func(t *testing.T) { testList(t, b) })
 	t.Run("CountedFailures", func(t *testing.T) { testCounted(t, b) })
 	t.Run("FoldedDenials", func(t *testing.T) { testFolded(t, b) })
+	t.Run("WindowEndsWithoutItsExpiry", func(t *testing.T) { testLostExpiry(t, b) })
 	t.Run("AppendAndIndexes", func(t *testing.T) { testIndexes(t, b) })
 	t.Run("CheckpointCompareAndAppend", func(t *testing.T) { testCheckpoint(t, b) })
 	t.Run("TrimBothStreamsTogether", func(t *testing.T) { testTrim(t, b) })
@@ -512,6 +513,62 @@ func testFolded(t *testing.T, b Backend) {
 	var details []string
 	l.Range(ctx, "-", func(e audit.Entry) bool { details = append(details, e.Event.ID+":"+e.Event.Detail); return true })
 	want := []string{"d0:x", "d1:x", "summary:folded 3", "d5:x"}
+	if !cmp.Equal(details, want) {
+		t.Errorf("events = %v, want %v", details, want)
+	}
+}
+
+// testLostExpiry: a window counter that lost its expiry (an operator's
+// PERSIST, a restore) still ends its window in time, for the counted
+// failures and for the folded denials, whose summary is then written.
+func testLostExpiry(t *testing.T, b Backend) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("{stx%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1))
+	s := b.instances(t, 1, prefix)[0]
+	c, err := redisurl.NewClient(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	persist := func(key string) {
+		t.Helper()
+		if ok, err := c.Persist(ctx, prefix+":"+key).Result(); !ok || err != nil {
+			t.Fatalf("PERSIST %s = %v, %v; want the counter to have had an expiry", key, ok, err)
+		}
+	}
+	const window = 300 * time.Millisecond
+
+	l := store.Limit{N: 1, Window: window, Who: []string{"login", "192.0.2.9"}}
+	if err := s.AppendCounted(ctx, enc(t, b.Now, audit.Rejected, "c0", "bad"), l); err != nil {
+		t.Fatal(err)
+	}
+	persist("rate:login:192.0.2.9")
+	var rate *store.RateError
+	if err := s.AppendCounted(ctx, enc(t, b.Now, audit.Rejected, "c1", "bad"), l); !errors.As(err, &rate) || rate.RetryAfter <= 0 || rate.RetryAfter > window {
+		t.Fatalf("second failure = %v; want a RateError within the window's %v", err, window)
+	}
+	b.Wait(window + 100*time.Millisecond)
+	if err := s.AppendCounted(ctx, enc(t, b.Now, audit.Rejected, "c2", "bad"), l); err != nil {
+		t.Fatalf("after the window = %v; want counted again", err)
+	}
+
+	summary := enc(t, b.Now, audit.Denied, "summary", "folded "+store.FoldedMarker)
+	f := store.Fold{N: 1, Window: window, Who: []string{"deny", "1002"}, Summary: summary}
+	for i, want := range []bool{false, true} {
+		if i == 1 {
+			persist("rate:fold:deny:1002")
+		}
+		if folded, err := s.AppendFolded(ctx, enc(t, b.Now, audit.Denied, fmt.Sprintf("d%d", i), "x"), f); folded != want || err != nil {
+			t.Fatalf("denial %d folded = %v, %v; want %v", i, folded, err, want)
+		}
+	}
+	b.Wait(window + 100*time.Millisecond)
+	if folded, err := s.AppendFolded(ctx, enc(t, b.Now, audit.Denied, "d2", "x"), f); folded || err != nil {
+		t.Fatalf("denial after the window folded = %v, %v; want recorded", folded, err)
+	}
+	var details []string
+	audit.NewLog(s, time.Now).Range(ctx, "-", func(e audit.Entry) bool { details = append(details, e.Event.ID+":"+e.Event.Detail); return true })
+	want := []string{"c0:bad", "c2:bad", "d0:x", "summary:folded 1", "d2:x"}
 	if !cmp.Equal(details, want) {
 		t.Errorf("events = %v, want %v", details, want)
 	}
