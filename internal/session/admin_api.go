@@ -154,17 +154,5 @@ func (rv Revoker) RevokeSession(ctx context.Context, sess store.Session, ri Requ
 }
 
 func (rv Revoker) end(ctx context.Context, sess store.Session, ri RequestInfo, detail string) error {
-	ev, err := rv.Events.Encode(Event(audit.Revoked, sess, ri, safetext.Truncate(detail, 500)))
-	if err != nil {
-		return err
-	}
-	lapses, err := Lapses(rv.Events, sess, ri)
-	if err != nil {
-		return err
-	}
-	err = rv.Store.End(ctx, sess, ev, lapses)
-	if rv.Cache != nil {
-		rv.Cache.Drop(sess.ID)
-	}
-	return err
+	return endSession(ctx, rv.Store, rv.Events, rv.Cache, audit.Revoked, sess, ri, safetext.Truncate(detail, 500))
 }

@@ -378,21 +378,33 @@ func (h *Handlers) end(r *http.Request, sid string, typ audit.Type, detail strin
 	if err != nil {
 		return err
 	}
-	ri := Request(r)
-	ev, err := h.events.Encode(Event(typ, sess, ri, detail))
-	if err != nil {
-		return err
-	}
-	lapses, err := Lapses(h.events, sess, ri)
-	if err != nil {
-		return err
-	}
-	err = h.store.End(ctx, sess, ev, lapses)
-	h.drop(sid) // at once here; other instances on the published end
+	err = endSession(ctx, h.store, h.events, h.cache, typ, sess, Request(r), detail)
 	if err != nil && !errors.Is(err, store.ErrNoSession) {
 		return err
 	}
 	return nil
+}
+
+// endSession ends sess with an event of typ, and the lapse events it
+// supersedes, in one store step, and drops it from cache (nil: none) at
+// once; other instances drop it on the published end. A session that
+// ended meanwhile is store.ErrNoSession.
+func endSession(ctx context.Context, st interface {
+	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
+}, enc audit.Encoder, cache *Cache, typ audit.Type, sess store.Session, ri RequestInfo, detail string) error {
+	ev, err := enc.Encode(Event(typ, sess, ri, detail))
+	if err != nil {
+		return err
+	}
+	lapses, err := Lapses(enc, sess, ri)
+	if err != nil {
+		return err
+	}
+	err = st.End(ctx, sess, ev, lapses)
+	if cache != nil {
+		cache.Drop(sess.ID)
+	}
+	return err
 }
 
 // drop forgets sid in this instance's cache, if any.
