@@ -43,8 +43,8 @@ type Lister interface {
 // Ender is the part of the store that revocation needs.
 type Ender interface {
 	Lister
+	sessionEnder
 	GetSession(ctx context.Context, sid string) (store.Session, error)
-	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
 }
 
 // ListHandler answers GET /v1/sessions[?actor=<admin id>]: the live

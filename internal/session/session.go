@@ -66,11 +66,17 @@ type Verifier interface {
 	Verify(k token.Kind, raw string) (*token.Claims, error)
 }
 
+// sessionEnder is the store's one step that ends a session with its event
+// and the lapse events it supersedes.
+type sessionEnder interface {
+	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
+}
+
 // Store is what sessions need of Redis.
 type Store interface {
+	sessionEnder
 	Touch(ctx context.Context, sid string) (store.Session, store.Lapse, error)
 	GetSession(ctx context.Context, sid string) (store.Session, error)
-	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
 	EndLapsed(ctx context.Context, sess store.Session, lapses store.LapseEvents) (store.Lapse, error)
 }
 
@@ -389,9 +395,7 @@ func (h *Handlers) end(r *http.Request, sid string, typ audit.Type, detail strin
 // supersedes, in one store step, and drops it from cache (nil: none) at
 // once; other instances drop it on the published end. A session that
 // ended meanwhile is store.ErrNoSession.
-func endSession(ctx context.Context, st interface {
-	End(ctx context.Context, sess store.Session, ev audit.Encoded, lapses store.LapseEvents) error
-}, enc audit.Encoder, cache *Cache, typ audit.Type, sess store.Session, ri RequestInfo, detail string) error {
+func endSession(ctx context.Context, st sessionEnder, enc audit.Encoder, cache *Cache, typ audit.Type, sess store.Session, ri RequestInfo, detail string) error {
 	ev, err := enc.Encode(Event(typ, sess, ri, detail))
 	if err != nil {
 		return err
