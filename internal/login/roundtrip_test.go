@@ -2,9 +2,7 @@ package login_test
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,92 +14,13 @@ import (
 	"github.com/impersonator/impersonator/internal/token"
 )
 
-// tripCounter is a TCP proxy in front of a Redis that counts round trips:
-// a client's request that follows the server's last answer on its
-// connection (a command or a whole pipeline) is one.
-type tripCounter struct {
-	ln     net.Listener
-	target string
-	n      atomic.Int64
-}
-
-func countTrips(t testing.TB, target string) *tripCounter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &tripCounter{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			cl, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go c.pipe(cl)
-		}
-	}()
-	return c
-}
-
-func (c *tripCounter) URL() string { return "redis://" + c.ln.Addr().String() }
-
-func (c *tripCounter) pipe(cl net.Conn) {
-	srv, err := net.Dial("tcp", c.target)
-	if err != nil {
-		cl.Close()
-		return
-	}
-	var sent atomic.Bool // the client sent, and no answer came back yet
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := srv.Read(buf)
-			if n > 0 {
-				sent.Store(false)
-				if _, err := cl.Write(buf[:n]); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		cl.Close()
-	}()
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := cl.Read(buf)
-		if n > 0 {
-			if !sent.Swap(true) {
-				c.n.Add(1)
-			}
-			if _, err := srv.Write(buf[:n]); err != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	srv.Close()
-}
-
-// trips runs f and returns the round trips it made.
-func (c *tripCounter) trips(f func()) int64 {
-	c.n.Store(0)
-	f()
-	return c.n.Load()
-}
-
 // TestLoginIsOneRoundTrip: a login, whatever its outcome, is one Redis
 // round trip: the grant's check, the consume, the session, the auto-delivery
 // rules and the audit events in one script (once the server has the
 // script: the first use after a restart also loads it).
 func TestLoginIsOneRoundTrip(t *testing.T) {
 	srv := redistest.StartServer(t)
-	c := countTrips(t, srv.Addr)
+	c := redistest.CountTrips(t, srv.Addr)
 	w := newWorld(t, c.URL(), nil)
 	h := w.instance()
 	warm, _ := w.mint()
@@ -111,7 +30,7 @@ func TestLoginIsOneRoundTrip(t *testing.T) {
 	one := func(name string, wantCode int, f func() int) {
 		t.Helper()
 		code := 0
-		if n := c.trips(func() { code = f() }); n != 1 || code != wantCode {
+		if n := c.Trips(func() { code = f() }); n != 1 || code != wantCode {
 			t.Errorf("%s: %d round trips, status %d; want 1 and %d", name, n, code, wantCode)
 		}
 	}

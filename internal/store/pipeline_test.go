@@ -1,0 +1,71 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/redistest"
+	"github.com/impersonator/impersonator/internal/store"
+	"github.com/impersonator/impersonator/internal/store/storetest"
+	"github.com/impersonator/impersonator/internal/token"
+)
+
+// TestConcurrentScriptsShareRoundTrips: the scripts that wait for no
+// replica go through the client's autopipeliner, so concurrent mints reach
+// Redis in far fewer round trips than there are mints (one each before),
+// and each mint still gets its own answer and its own stored token id.
+func TestConcurrentScriptsShareRoundTrips(t *testing.T) {
+	srv := redistest.StartServer(t)
+	c := redistest.CountTrips(t, srv.Addr)
+	st := storetest.Backend{URL: c.URL(), Now: time.Now}.Open(t)
+	ctx := context.Background()
+	minted, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Minted, Actor: audit.Actor{ID: "1001"}, Subject: audit.Subject{Collection: "users", ID: "42"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := store.Grant{Actor: audit.Actor{ID: "1001"}, Subject: audit.Subject{Collection: "users", ID: "42"}, Reason: "ticket 1234"}
+	reserve := func(jti string) (string, error) {
+		return st.Reserve(ctx, store.Reservation{JTI: jti, Grant: g, TTL: time.Minute, Minted: minted})
+	}
+	if _, err := reserve(token.NewJTI()); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	if n := c.Trips(func() { _, err = reserve(token.NewJTI()) }); n != 1 || err != nil {
+		t.Fatalf("a lone mint: %d round trips, %v; want 1", n, err)
+	}
+
+	const n = 64
+	jtis, ids, errs := make([]string, n), make([]string, n), make([]error, n)
+	for i := range jtis {
+		jtis[i] = token.NewJTI()
+	}
+	trips := c.Trips(func() {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				ids[i], errs[i] = reserve(jtis[i])
+			})
+		}
+		close(start)
+		wg.Wait()
+	})
+	seen := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil || ids[i] == "" || seen[ids[i]] {
+			t.Fatalf("mint %d: event id %q, %v (each wants its own)", i, ids[i], errs[i])
+		}
+		seen[ids[i]] = true
+		if _, state, err := st.Lookup(ctx, jtis[i]); state != store.Live || err != nil {
+			t.Fatalf("token id %d after its mint: %s, %v", i, state, err)
+		}
+	}
+	t.Logf("%d concurrent mints: %d round trips", n, trips)
+	if trips > n/2 {
+		t.Errorf("%d concurrent mints took %d round trips; want at most %d (batched)", n, trips, n/2)
+	}
+}
