@@ -86,4 +86,3 @@ func (c *TripCounter) Trips(f func()) int64 {
 	f()
 	return c.n.Load()
 }
-
