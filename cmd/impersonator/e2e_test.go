@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +22,10 @@ import (
 // replay, log out, read the audit log and verify it.
 func TestEndToEnd(t *testing.T) {
 	const admin = "e2e-admin-token-0123456789abcdefghijklmnop"
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(100) // Go's default: an earlier serve in this process set it
+	}
+	gcBefore := gcPercent()
 	base, _ := startServe(t, map[string]string{
 		"IMPERSONATOR_KEYS_DIR":            t.TempDir() + "/keys",
 		"FOREST_AUTH_SECRET":               forestSecret,
@@ -39,6 +45,16 @@ func TestEndToEnd(t *testing.T) {
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, res.Header, string(b)
+	}
+
+	// serve sets the collector's target unless GOGC was set (README,
+	// Performance).
+	if _, set := os.LookupEnv("GOGC"); !set {
+		if got := gcPercent(); got != serveGOGC {
+			t.Errorf("GC percent while serving = %d, want %d", got, serveGOGC)
+		}
+	} else if got := gcPercent(); got != gcBefore {
+		t.Errorf("GOGC is set, yet serve changed the GC percent from %d to %d", gcBefore, got)
 	}
 
 	tok := mint(t, base, "42")
@@ -176,4 +192,11 @@ func TestNotificationsThroughServe(t *testing.T) {
 	if strings.Join(types, " ") != "impersonation.minted impersonation.redeemed" {
 		t.Errorf("received %v", types)
 	}
+}
+
+// gcPercent reads the collector's target (SetGCPercent has no getter).
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
 }
