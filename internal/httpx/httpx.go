@@ -106,18 +106,34 @@ func clientIP(r *http.Request, trusted []netip.Prefix) string {
 
 // WriteJSON writes v as JSON with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := EncodeJSON(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+		return
+	}
+	WriteEncoded(w, status, body)
+}
+
+// EncodeJSON encodes v as WriteJSON writes it: HTML characters unescaped,
+// a newline at the end.
+func EncodeJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
-		return
+		return nil, err
 	}
+	return buf.Bytes(), nil
+}
+
+// WriteEncoded writes body, encoded by EncodeJSON, with status: what
+// WriteJSON writes, for an answer encoded once and served many times.
+func WriteEncoded(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = hvJSON
 	h["Cache-Control"] = hvNoStore
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 // DecodeOptions tune Decode.

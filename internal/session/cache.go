@@ -43,6 +43,7 @@ type Cache struct {
 
 type cached struct {
 	sess    store.Session
+	answer  []byte // sess's introspection answer, encoded once
 	epoch   uint64
 	seen    time.Time // last request, on this instance
 	written time.Time // last seen time written to Redis
@@ -128,21 +129,22 @@ func (c *Cache) Drop(sid string) {
 // get returns the cached session sid if it can be served from memory at
 // now: subscribed since it was cached, within its cap and idle timeout;
 // write reports that its last-seen time is due in Redis.
-func (c *Cache) get(sid string, now time.Time) (sess store.Session, write, ok bool) {
+func (c *Cache) get(sid string, now time.Time) (sess store.Session, answer []byte, write, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, found := c.m[sid]
 	if !found || !c.up || e.epoch != c.epoch || !now.Before(e.sess.ExpiresAt) || now.Sub(e.seen) >= c.Idle {
-		return store.Session{}, false, false
+		return store.Session{}, nil, false, false
 	}
 	e.seen = now
-	return e.sess, now.Sub(e.written) >= c.Idle/10, true
+	return e.sess, e.answer, now.Sub(e.written) >= c.Idle/10, true
 }
 
 // put caches sess as checked in Redis at now, by a check that began at
 // mark. It caches nothing while the subscription is down, if it broke since
 // the check began, or if the session ended since.
 func (c *Cache) put(sess store.Session, now time.Time, mark checkMark) {
+	answer, _ := encodeAnswer(sess) // on failure, nil: encoded per request
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.up || mark.epoch != c.epoch || c.dropped[sess.ID] > mark.seq {
@@ -151,7 +153,7 @@ func (c *Cache) put(sess store.Session, now time.Time, mark checkMark) {
 	if len(c.m) >= c.Max {
 		clear(c.m)
 	}
-	c.m[sess.ID] = &cached{sess: sess, epoch: mark.epoch, seen: now, written: now}
+	c.m[sess.ID] = &cached{sess: sess, answer: answer, epoch: mark.epoch, seen: now, written: now}
 }
 
 // checkMark is when a Redis check began: its epoch and drop count.

@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/audit"
@@ -234,5 +236,37 @@ func TestCachedSessionWritesLastSeen(t *testing.T) {
 		if code := check(b.h, cookie); code != 200 {
 			t.Fatalf("an active session lapsed: %d", code)
 		}
+	}
+}
+
+// TestCachedAnswerIsTheSame: the introspection answer served from memory
+// (encoded once, when the session was cached) is byte for byte the one
+// served after a Redis check, headers included.
+func TestCachedAnswerIsTheSame(t *testing.T) {
+	w := newCacheWorld(t)
+	b := w.inst[1]
+	cookie, sess := w.open(t)
+	get := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/impersonation/session", nil)
+		req.AddCookie(cookie)
+		rec := httptest.NewRecorder()
+		if err := b.h.Session(rec, req); err != nil || rec.Code != 200 {
+			t.Fatalf("session: %d, %v", rec.Code, err)
+		}
+		return rec
+	}
+	fromRedis := get()
+	fromMemory := get()
+	if n := b.st.touches.Load(); n != 1 {
+		t.Fatalf("two checks made %d Redis round trips, want 1 (the second from memory)", n)
+	}
+	if got, want := fromMemory.Body.String(), fromRedis.Body.String(); got != want {
+		t.Errorf("from memory:\n%s\nfrom Redis:\n%s", got, want)
+	}
+	if !strings.Contains(fromRedis.Body.String(), `"session_id":"`+sess.ID+`"`) || !strings.HasSuffix(fromRedis.Body.String(), "}\n") {
+		t.Errorf("answer = %s", fromRedis.Body)
+	}
+	if diff := cmp.Diff(fromRedis.Header(), fromMemory.Header()); diff != "" {
+		t.Errorf("headers (-Redis +memory):\n%s", diff)
 	}
 }

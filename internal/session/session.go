@@ -180,16 +180,23 @@ func (h *Handlers) Claims(r *http.Request) (*token.Claims, bool) {
 // record (one Redis round trip) and marked seen. A session this request
 // finds lapsed is ended here, with its event, and is ErrNoSession.
 func (h *Handlers) Live(r *http.Request) (store.Session, error) {
+	sess, _, err := h.live(r)
+	return sess, err
+}
+
+// live is Live, with the encoded introspection answer when the session
+// came from memory (nil otherwise).
+func (h *Handlers) live(r *http.Request) (store.Session, []byte, error) {
 	c, ok := h.Claims(r)
 	if !ok {
-		return store.Session{}, store.ErrNoSession
+		return store.Session{}, nil, store.ErrNoSession
 	}
 	var mark checkMark
 	if h.cache != nil {
 		now := h.now()
-		sess, write, ok := h.cache.get(c.SID, now)
+		sess, answer, write, ok := h.cache.get(c.SID, now)
 		if ok && !write {
-			return sess, nil // no Redis: the subscription would have told of its end
+			return sess, answer, nil // no Redis: the subscription would have told of its end
 		}
 		mark = h.cache.mark()
 	}
@@ -207,12 +214,12 @@ func (h *Handlers) Live(r *http.Request) (store.Session, error) {
 		h.EndLapsed(r.Context(), sess, Request(r))
 	}
 	if err != nil {
-		return store.Session{}, err
+		return store.Session{}, nil, err
 	}
 	if sess.Subject.ID != c.Subject || sess.Actor.ID != c.Act.Sub {
-		return store.Session{}, store.ErrNoSession
+		return store.Session{}, nil, store.ErrNoSession
 	}
-	return sess, nil
+	return sess, nil, nil
 }
 
 // auditTimeout bounds an end's write, which outlives a client that hung up.
@@ -318,7 +325,7 @@ type actorJSON struct {
 // headers, or 401; 403 for a change (X-Forwarded-Method) under a read-only
 // impersonation.
 func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
-	sess, err := h.Live(r)
+	sess, body, err := h.live(r)
 	if errors.Is(err, store.ErrNoSession) {
 		return httpx.Errorf(http.StatusUnauthorized, "no_session", nil)
 	}
@@ -334,12 +341,23 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 		// the browser instead of passing the request on.
 		return httpx.Errorf(http.StatusForbidden, "read_only", errors.New("read-only impersonation: "+r.Header.Get("X-Forwarded-Method")+" refused"))
 	}
-	httpx.WriteJSON(w, http.StatusOK, answer{
+	if body == nil {
+		if body, err = encodeAnswer(sess); err != nil {
+			return err
+		}
+	}
+	httpx.WriteEncoded(w, http.StatusOK, body)
+	return nil
+}
+
+// encodeAnswer encodes sess's introspection answer (the cache keeps it
+// with the session: it is the same on every request).
+func encodeAnswer(sess store.Session) ([]byte, error) {
+	return httpx.EncodeJSON(answer{
 		SessionID: sess.ID, Subject: sess.Subject.ID, Collection: sess.Subject.Collection,
 		Actor:  actorJSON{ID: sess.Actor.ID, Email: sess.Actor.Email},
 		Reason: sess.Reason, StartedAt: sess.StartedAt, ExpiresAt: sess.ExpiresAt, Scope: Scope(sess),
 	})
-	return nil
 }
 
 // writeMethod reports whether the method a forward-auth proxy passes
