@@ -48,3 +48,17 @@ func TestAcksRemember(t *testing.T) {
 		t.Errorf("a primary with no replica needs %d, want at least 1", n)
 	}
 }
+
+// TestSubjectPart: no two collection and id pairs share a key part.
+func TestSubjectPart(t *testing.T) {
+	for _, c := range []struct{ collection, id, want string }{
+		{"users", "42", "users:42"},
+		{"a:b", "c", "a%3Ab:c"},
+		{"a", "b:c", "a:b:c"},
+		{"a%3Ab", "c", "a%253Ab:c"},
+	} {
+		if got := subjectPart(c.collection, c.id); got != c.want {
+			t.Errorf("subjectPart(%q, %q) = %q, want %q", c.collection, c.id, got, c.want)
+		}
+	}
+}

@@ -124,8 +124,10 @@ func quote(s string) string { return "'" + s + "'" }
 // subjectPart names a subject inside a key: the collection (':' and '%'
 // escaped, so that no collection and id pair reads as another) and the id.
 func subjectPart(collection, id string) string {
-	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(collection) + ":" + id
+	return collectionEscaper.Replace(collection) + ":" + id
 }
+
+var collectionEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // key returns the full name of one of the service's keys: prefix:parts...,
 // built in one allocation (it is on every request's path).
