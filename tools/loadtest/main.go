@@ -205,6 +205,7 @@ type env struct {
 	rdb          *redis.Client // the floors' Redis
 	managed      bool          // started here
 	floorRedis   string        // which Redis the floors use, for the report
+	sameRedis    bool          // the floors' Redis is the service's
 	redisAddr    string
 	cleanups     []func()
 }
@@ -235,13 +236,13 @@ func setUp(ctx context.Context, o *options) (_ *env, err error) {
 			return nil, fmt.Errorf("--redis-url: %w", err)
 		}
 		e.rdb = redis.NewClient(opts)
-		e.floorRedis = "the service's Redis (--redis-url)"
+		e.floorRedis, e.sameRedis = "the service's Redis (--redis-url)", true
 	} else {
 		if e.redisAddr, err = startRedis(ctx, e, tmp); err != nil {
 			return nil, err
 		}
 		e.rdb = redis.NewClient(&redis.Options{Addr: e.redisAddr})
-		e.floorRedis = "the service's redis-server"
+		e.floorRedis, e.sameRedis = "the service's redis-server", o.url == ""
 		if o.url != "" {
 			e.floorRedis = "a redis-server started here, not the service's (give --redis-url)"
 		}
@@ -456,6 +457,7 @@ type tally struct {
 	elapsed  time.Duration
 	hist     histogram // latencies of the successful requests
 	firstErr string
+	cpu      cpuTime // over the timed phases
 }
 
 func (t *tally) merge(h *histogram, n, errs int64, firstErr string) {
@@ -883,7 +885,16 @@ type result struct {
 	// when they could not be measured.
 	AllocsPerRequest *float64 `json:"allocs_per_request"`
 	AllocsSource     string   `json:"allocs_source"`
-	FirstError       string   `json:"first_error"`
+	// CPU time per successful request over the timed phases, in µs, by
+	// process; null where not measured (see cpuTime).
+	CPU        cpuPerRequest `json:"cpu_us_per_request"`
+	FirstError string        `json:"first_error"`
+}
+
+type cpuPerRequest struct {
+	Service  *float64 `json:"service"`
+	Redis    *float64 `json:"redis"`
+	Loadtest *float64 `json:"loadtest"`
 }
 
 type ratio struct {
@@ -1192,7 +1203,9 @@ func (r *runner) steady(ctx context.Context, name string, next nextFunc, check c
 	t := &tally{}
 	runtime.GC()
 	w.begin(ctx)
+	c0 := r.cpuNow(ctx, kind)
 	n, _ := r.l.phase(ctx, r.o.duration, next, check, t)
+	t.cpu.add(r.cpuNow(ctx, kind), c0)
 	w.end(ctx, n)
 	return r.result(ctx, name, kind, t, w)
 }
@@ -1218,12 +1231,14 @@ func (r *runner) consume(ctx context.Context, name, kind, url string, prepRate, 
 		prepRate = float64(n) / time.Since(start).Seconds()
 		runtime.GC()
 		w.begin(ctx)
+		c0 := r.cpuNow(ctx, kind)
 		done, elapsed := r.l.phase(ctx, remaining, func(ctx context.Context, i int64) (*http.Request, bool) {
 			if i >= int64(len(bodies)) {
 				return nil, false
 			}
 			return loginRequest(ctx, url, bodies[i]), true
 		}, ok200, t)
+		t.cpu.add(r.cpuNow(ctx, kind), c0)
 		w.end(ctx, done)
 		if err := ctx.Err(); err != nil {
 			return result{}, err
@@ -1255,6 +1270,7 @@ func (r *runner) result(ctx context.Context, name, kind string, t *tally, w allo
 		res.ReqPerSec = float64(t.requests-t.errors) / t.elapsed.Seconds()
 	}
 	var err error
+	res.CPU = t.cpu.perRequest(t.requests - t.errors)
 	if res.AllocsPerRequest, res.AllocsSource, err = w.perRequest(ctx); err != nil {
 		return result{}, fmt.Errorf("%s: %w", name, err)
 	}
@@ -1280,6 +1296,11 @@ func (r *runner) measureScrape(ctx context.Context) bool {
 }
 
 func (r *runner) scrape(ctx context.Context) (float64, error) {
+	return r.scrapeMetric(ctx, "go_memstats_mallocs_total")
+}
+
+// scrapeMetric reads one unlabelled metric from the service's /metrics.
+func (r *runner) scrapeMetric(ctx context.Context, name string) (float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.e.base+"/metrics", nil)
 	res, err := r.l.client.Do(req)
 	if err != nil {
@@ -1292,14 +1313,92 @@ func (r *runner) scrape(ctx context.Context) (float64, error) {
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, errors.New("/metrics has no go_memstats_mallocs_total")
+	return 0, errors.New("/metrics has no " + name)
+}
+
+// cpuTime is the CPU time (user and system) the processes spent over a
+// scenario's timed phases: the service (its process_cpu_seconds_total, in
+// service scenarios), Redis (INFO cpu, when the floors' Redis is the
+// service's) and this process (getrusage: the load generator, and in floor
+// scenarios the floors' handlers too). Where the CPUs are shared, a
+// scenario's throughput is its CPU cost per request: these say whose.
+type cpuTime struct {
+	service, redis, self    float64 // seconds
+	serviceOK, redisOK, set bool
+}
+
+// add adds the time between two readings.
+func (c *cpuTime) add(now, before cpuTime) {
+	if !c.set {
+		c.serviceOK, c.redisOK, c.set = true, true, true
+	}
+	c.serviceOK = c.serviceOK && now.serviceOK && before.serviceOK
+	c.redisOK = c.redisOK && now.redisOK && before.redisOK
+	c.service += now.service - before.service
+	c.redis += now.redis - before.redis
+	c.self += now.self - before.self
+}
+
+func (c *cpuTime) perRequest(n int64) cpuPerRequest {
+	var out cpuPerRequest
+	if !c.set || n <= 0 {
+		return out
+	}
+	us := func(s float64) *float64 { v := max(0, s) * 1e6 / float64(n); return &v }
+	if c.serviceOK {
+		out.Service = us(c.service)
+	}
+	if c.redisOK {
+		out.Redis = us(c.redis)
+	}
+	out.Loadtest = us(c.self)
+	return out
+}
+
+// cpuNow reads the processes' CPU times so far.
+func (r *runner) cpuNow(ctx context.Context, kind string) cpuTime {
+	var c cpuTime
+	if kind == "service" {
+		v, err := r.scrapeMetric(ctx, "process_cpu_seconds_total")
+		c.service, c.serviceOK = v, err == nil
+	}
+	if r.e.sameRedis {
+		c.redis, c.redisOK = redisCPU(ctx, r.e.rdb)
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	return c
+}
+
+// redisCPU is the Redis server's CPU time so far (INFO cpu).
+func redisCPU(ctx context.Context, rdb *redis.Client) (float64, bool) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, false
+	}
+	var sum float64
+	found := 0
+	for line := range strings.SplitSeq(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, false
+			}
+			sum += f
+			found++
+		}
+	}
+	return sum, found == 2
 }
 
 // ---------------------------------------------------------------------------
@@ -1342,13 +1441,14 @@ func (rep *report) print(w io.Writer) error {
 		rep.Duration, rep.Concurrency, rep.GOMAXPROCS, rep.NumCPU, rep.GoVersion)
 	fmt.Fprintf(w, "service %s (%s); floors served by this process on %s\n\n", rep.Target, where, rep.FloorRedis)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\treq/s\tp50\tp99\terrors\tallocs/req\t")
+	fmt.Fprintln(tw, "scenario\treq/s\tp50\tp99\terrors\tallocs/req\tcpu µs/req: service\tredis\tloadtest\ttotal\t")
 	for _, s := range rep.Scenarios {
 		allocs := "-"
 		if s.AllocsPerRequest != nil {
 			allocs = fmt.Sprintf("%.0f", *s.AllocsPerRequest)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%s\t\n", s.Name, s.ReqPerSec, fmtMs(s.P50Ms), fmtMs(s.P99Ms), s.Errors, allocs)
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", s.Name, s.ReqPerSec, fmtMs(s.P50Ms), fmtMs(s.P99Ms), s.Errors, allocs,
+			fmtUs(s.CPU.Service), fmtUs(s.CPU.Redis), fmtUs(s.CPU.Loadtest), fmtUs(s.CPU.total(s.Kind)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -1369,7 +1469,29 @@ func (rep *report) print(w io.Writer) error {
 	}
 	fmt.Fprintln(w, "\nallocs/req: the service's from its /metrics (go_memstats_mallocs_total over the timed phases); the floors' from this process's")
 	fmt.Fprintln(w, "runtime.MemStats over sequential requests from an allocation-free raw client, so that the load generator's own are not counted.")
+	fmt.Fprintln(w, "cpu µs/req: CPU time (user+system) over the timed phases per successful request: the service's process_cpu_seconds_total, Redis's")
+	fmt.Fprintln(w, "INFO cpu (when it is the service's), and this process's (the load generator; in floor rows, with the floor's handler).")
 	return nil
+}
+
+func fmtUs(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", *v)
+}
+
+// total is the CPU time per request of every process involved, nil when
+// one of them is unknown (a floor row has no service: the floor runs here).
+func (c cpuPerRequest) total(kind string) *float64 {
+	if c.Redis == nil || c.Loadtest == nil || (kind == "service" && c.Service == nil) {
+		return nil
+	}
+	t := *c.Redis + *c.Loadtest
+	if c.Service != nil {
+		t += *c.Service
+	}
+	return &t
 }
 
 func fmtMs(v float64) string {

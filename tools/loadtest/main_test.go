@@ -61,6 +61,18 @@ func TestLoadtest(t *testing.T) {
 				t.Errorf("%s: %s is %v", name, k, s[k])
 			}
 		}
+		// CPU per request: this process's always, Redis's (the service's
+		// redis-server here) always, the service's in its own rows.
+		cpu, _ := s["cpu_us_per_request"].(map[string]any)
+		if v, _ := cpu["loadtest"].(float64); v <= 0 {
+			t.Errorf("%s: cpu_us_per_request.loadtest is %v", name, cpu["loadtest"])
+		}
+		if _, ok := cpu["redis"].(float64); !ok {
+			t.Errorf("%s: cpu_us_per_request.redis is %v", name, cpu["redis"])
+		}
+		if v, _ := cpu["service"].(float64); (s["kind"] == "service") != (v > 0) {
+			t.Errorf("%s (%v): cpu_us_per_request.service is %v", name, s["kind"], cpu["service"])
+		}
 	}
 	for _, want := range []string{"bare-http", "mint", "mint-floor", "redeem", "redeem-floor", "session", "session-floor"} {
 		if !seen[want] {
