@@ -43,8 +43,9 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// BuildCLI builds ./cmd/impersonator into dir and returns the binary's path.
-func BuildCLI(ctx context.Context, dir string) (string, error) {
+// BuildCLI builds ./cmd/impersonator into dir, with the build tags given,
+// and returns the binary's path.
+func BuildCLI(ctx context.Context, dir string, tags ...string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
@@ -54,7 +55,11 @@ func BuildCLI(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("go not found to build the service (or give --bin): %w", err)
 	}
 	out := filepath.Join(dir, "impersonator")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/impersonator")
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, goBin, append(args, "./cmd/impersonator")...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/impersonator: %v\n%s", err, b)

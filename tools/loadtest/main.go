@@ -101,6 +101,7 @@ type options struct {
 	bin          string
 	jsonPath     string
 	maxRequests  int64
+	profileDir   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -115,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.bin, "bin", "", "impersonator binary to start (default: go build ./cmd/impersonator into a temporary folder)")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results to this file as JSON")
 	fs.Int64Var(&o.maxRequests, "max-requests", 2_000_000, "at most this many timed requests per scenario")
+	fs.StringVar(&o.profileDir, "profile", "", "record the service's CPU profile over each service scenario's timed phases into this folder (builds the service with -tags pprof)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: loadtest [flags]\n\nLoads the service over HTTP (mint, redeem, session check) and the floors served here, and prints each with its ratio to its floor.\n\n")
 		fs.PrintDefaults()
@@ -137,6 +139,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if (o.url == "") != (o.forestSecret == "") {
 		problems = append(problems, errors.New("--url and --forest-secret go together"))
+	}
+	if o.profileDir != "" && (o.url != "" || o.bin != "") {
+		problems = append(problems, errors.New("--profile builds and starts the service itself: not with --url or --bin"))
 	}
 	if o.url == "" && o.redisURL != "" {
 		problems = append(problems, errors.New("--redis-url only goes with --url (otherwise the floors use the redis-server started here)"))
@@ -206,6 +211,8 @@ type env struct {
 	managed      bool          // started here
 	floorRedis   string        // which Redis the floors use, for the report
 	sameRedis    bool          // the floors' Redis is the service's
+	pprofAddr    string        // the service's dev profiling listener (--profile)
+	profiling    bool
 	redisAddr    string
 	cleanups     []func()
 }
@@ -257,11 +264,24 @@ func setUp(ctx context.Context, o *options) (_ *env, err error) {
 		e.base, e.forestSecret = strings.TrimRight(o.url, "/"), o.forestSecret
 		return e, nil
 	}
-	e.managed = true
+	e.managed, e.profiling = true, o.profileDir != ""
 	bin := o.bin
 	if bin == "" {
-		if bin, err = devproc.BuildCLI(ctx, tmp); err != nil {
+		var tags []string
+		if o.profileDir != "" {
+			if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+				return nil, fmt.Errorf("--profile: %w", err)
+			}
+			tags = []string{"pprof"}
+		}
+		if bin, err = devproc.BuildCLI(ctx, tmp, tags...); err != nil {
 			return nil, err
+		}
+		if o.profileDir != "" {
+			// Beside the profiles, for go tool pprof's symbols.
+			if err := copyFile(bin, filepath.Join(o.profileDir, "impersonator")); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return e, startService(ctx, e, bin, tmp)
@@ -371,7 +391,16 @@ func startService(ctx context.Context, e *env, bin, tmp string) error {
 			return err
 		}
 		listen := net.JoinHostPort("127.0.0.1", port)
-		p, err := startProc(bin, []string{"serve"}, append(devproc.Environ(),
+		environ := devproc.Environ()
+		if e.profiling {
+			pport, err := devproc.FreePort()
+			if err != nil {
+				return err
+			}
+			e.pprofAddr = net.JoinHostPort("127.0.0.1", pport)
+			environ = append(environ, "IMPERSONATOR_DEV_PPROF="+e.pprofAddr)
+		}
+		p, err := startProc(bin, []string{"serve"}, append(environ,
 			"REDIS_URL=redis://"+e.redisAddr,
 			"IMPERSONATOR_LISTEN="+listen,
 			"FOREST_AUTH_SECRET="+e.forestSecret,
@@ -919,6 +948,7 @@ type report struct {
 	GoVersion   string   `json:"go_version"`
 	Scenarios   []result `json:"scenarios"`
 	Ratios      []ratio  `json:"ratios"`
+	Profiles    []string `json:"profiles,omitempty"` // --profile
 }
 
 // runner holds what every scenario needs.
@@ -935,6 +965,7 @@ type runner struct {
 	scrapeCost float64
 	metricsOK  bool
 	progress   io.Writer // one line per scenario, so that a long run is not silent
+	profiles   []string  // the CPU profiles recorded (--profile)
 }
 
 func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*report, error) {
@@ -1030,6 +1061,7 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		return nil, err
 	}
 	rep.ratios()
+	rep.Profiles = r.profiles
 	return rep, nil
 }
 
@@ -1203,9 +1235,15 @@ func (r *runner) steady(ctx context.Context, name string, next nextFunc, check c
 	t := &tally{}
 	runtime.GC()
 	w.begin(ctx)
+	if err := r.profileStart(ctx, kind); err != nil {
+		return result{}, err
+	}
 	c0 := r.cpuNow(ctx, kind)
 	n, _ := r.l.phase(ctx, r.o.duration, next, check, t)
 	t.cpu.add(r.cpuNow(ctx, kind), c0)
+	if err := r.profileStop(ctx, name, kind); err != nil {
+		return result{}, err
+	}
 	w.end(ctx, n)
 	return r.result(ctx, name, kind, t, w)
 }
@@ -1231,6 +1269,9 @@ func (r *runner) consume(ctx context.Context, name, kind, url string, prepRate, 
 		prepRate = float64(n) / time.Since(start).Seconds()
 		runtime.GC()
 		w.begin(ctx)
+		if err := r.profileStart(ctx, kind); err != nil {
+			return result{}, err
+		}
 		c0 := r.cpuNow(ctx, kind)
 		done, elapsed := r.l.phase(ctx, remaining, func(ctx context.Context, i int64) (*http.Request, bool) {
 			if i >= int64(len(bodies)) {
@@ -1239,6 +1280,9 @@ func (r *runner) consume(ctx context.Context, name, kind, url string, prepRate, 
 			return loginRequest(ctx, url, bodies[i]), true
 		}, ok200, t)
 		t.cpu.add(r.cpuNow(ctx, kind), c0)
+		if err := r.profileStop(ctx, name, kind); err != nil {
+			return result{}, err
+		}
 		w.end(ctx, done)
 		if err := ctx.Err(); err != nil {
 			return result{}, err
@@ -1401,6 +1445,62 @@ func redisCPU(ctx context.Context, rdb *redis.Client) (float64, bool) {
 	return sum, found == 2
 }
 
+// profileStart begins the service's CPU profile for a timed phase of a
+// service scenario (--profile).
+func (r *runner) profileStart(ctx context.Context, kind string) error {
+	if r.e.pprofAddr == "" || kind != "service" {
+		return nil
+	}
+	_, err := r.pprof(ctx, "/start")
+	return err
+}
+
+// profileStop ends it and writes it to the --profile folder as
+// <scenario>-<phase>.pprof.
+func (r *runner) profileStop(ctx context.Context, name, kind string) error {
+	if r.e.pprofAddr == "" || kind != "service" {
+		return nil
+	}
+	b, err := r.pprof(ctx, "/stop")
+	if err != nil {
+		return err
+	}
+	n := 1
+	for _, p := range r.profiles {
+		if strings.HasPrefix(filepath.Base(p), name+"-") {
+			n++
+		}
+	}
+	path := filepath.Join(r.o.profileDir, fmt.Sprintf("%s-%d.pprof", name, n))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	r.profiles = append(r.profiles, path)
+	return nil
+}
+
+func (r *runner) pprof(ctx context.Context, path string) ([]byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.e.pprofAddr+path, nil)
+	res, err := r.l.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err == nil && res.StatusCode != http.StatusOK {
+		err = fmt.Errorf("profile %s: %d %s", path, res.StatusCode, b)
+	}
+	return b, err
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
 // ---------------------------------------------------------------------------
 // The report.
 
@@ -1471,6 +1571,11 @@ func (rep *report) print(w io.Writer) error {
 	fmt.Fprintln(w, "runtime.MemStats over sequential requests from an allocation-free raw client, so that the load generator's own are not counted.")
 	fmt.Fprintln(w, "cpu µs/req: CPU time (user+system) over the timed phases per successful request: the service's process_cpu_seconds_total, Redis's")
 	fmt.Fprintln(w, "INFO cpu (when it is the service's), and this process's (the load generator; in floor rows, with the floor's handler).")
+	if len(rep.Profiles) > 0 {
+		dir := filepath.Dir(rep.Profiles[0])
+		fmt.Fprintf(w, "\nThe service's CPU profiles over the timed phases, in %s: go tool pprof -top %s %s\n",
+			dir, filepath.Join(dir, "impersonator"), filepath.Join(dir, "mint-*.pprof"))
+	}
 	return nil
 }
 

@@ -18,10 +18,11 @@ import (
 // error, and the JSON has every field.
 func TestLoadtest(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "loadtest.json")
+	profiles := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr strings.Builder
-	if err := run(ctx, []string{"--duration", "300ms", "--concurrency", "4", "--json", out}, &stdout, &stderr); err != nil {
+	if err := run(ctx, []string{"--duration", "300ms", "--concurrency", "4", "--json", out, "--profile", profiles}, &stdout, &stderr); err != nil {
 		t.Fatalf("loadtest: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
 	t.Log("\n" + stdout.String())
@@ -79,6 +80,21 @@ func TestLoadtest(t *testing.T) {
 			t.Errorf("no %s scenario", want)
 		}
 	}
+	// --profile: the service's CPU profile of each service scenario's
+	// timed phases (gzipped protobuf), and the binary they belong to.
+	for _, name := range []string{"mint-1.pprof", "redeem-1.pprof", "session-1.pprof", "impersonator"} {
+		b, err := os.ReadFile(filepath.Join(profiles, name))
+		if err != nil || len(b) < 2 {
+			t.Errorf("--profile: %s: %d bytes, %v", name, len(b), err)
+			continue
+		}
+		if strings.HasSuffix(name, ".pprof") && (b[0] != 0x1f || b[1] != 0x8b) {
+			t.Errorf("--profile: %s is not a gzipped profile", name)
+		}
+	}
+	if floors, _ := filepath.Glob(filepath.Join(profiles, "*floor*")); len(floors) > 0 {
+		t.Errorf("--profile recorded floors: %v", floors)
+	}
 	ratios, _ := rep["ratios"].([]any)
 	if len(ratios) != 4 {
 		t.Errorf("%d ratios, want 4", len(ratios))
@@ -116,6 +132,8 @@ func TestFlags(t *testing.T) {
 		{"--url", "http://127.0.0.1:8080"},
 		{"--duration", "1h"},
 		{"--concurrency", "0"},
+		{"--profile", "p", "--bin", "/bin/true"},
+		{"--profile", "p", "--url", "http://127.0.0.1:8080", "--forest-secret", "s"},
 	} {
 		if _, err := parseFlags(args, &strings.Builder{}); err == nil {
 			t.Errorf("%q accepted", args)
