@@ -6,10 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -157,17 +159,41 @@ func (is *Issuer) Issue(k Kind, c Claims, ttl time.Duration) (string, *Claims, e
 	if key == nil {
 		return "", nil, fmt.Errorf("token: refusing to issue: %w: every key is retired", ErrNoKeys)
 	}
-	t := jwt.NewWithClaims(signingMethod(key.Alg), &c)
-	t.Header["typ"] = k.Typ()
-	t.Header["kid"] = key.ID
-	signed, err := t.SignedString(key.private)
+	// What golang-jwt's SignedString does, with the header segment (the
+	// same for every token of a key and kind) encoded once.
+	payload, err := json.Marshal(&c)
 	if err != nil {
 		return "", nil, err
 	}
+	method := signingMethod(key.Alg)
+	input := headerSegment(method, key.ID, k.Typ()) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	sig, err := method.Sign(input, key.private)
+	if err != nil {
+		return "", nil, err
+	}
+	signed := input + "." + base64.RawURLEncoding.EncodeToString(sig)
 	if key.Alg == AlgES256 {
 		signed, err = lowS(signed)
 	}
 	return signed, &c, err
+}
+
+// headerSegments caches each key and kind's encoded JWT header: two per
+// key ever loaded.
+var headerSegments sync.Map // "alg kid typ" -> segment
+
+// headerSegment is the encoded header golang-jwt's NewWithClaims would
+// write for method, kid and typ: {"alg","kid","typ"}, as encoding/json
+// writes the map (keys sorted).
+func headerSegment(method jwt.SigningMethod, kid, typ string) string {
+	name := method.Alg() + " " + kid + " " + typ
+	if seg, ok := headerSegments.Load(name); ok {
+		return seg.(string)
+	}
+	h, _ := json.Marshal(map[string]any{"alg": method.Alg(), "kid": kid, "typ": typ}) // strings always marshal
+	seg := base64.RawURLEncoding.EncodeToString(h)
+	headerSegments.Store(name, seg)
+	return seg
 }
 
 func maxTTL(k Kind) time.Duration {

@@ -458,3 +458,50 @@ func TestKeysetSign(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueIsGolangJWTs: Issue writes the header segment it caches, yet
+// every token is what golang-jwt's NewWithClaims and SignedString write for
+// the same claims: byte for byte with Ed25519 (deterministic), the signed
+// input with ES256 (whose signatures are random), for both kinds and after
+// the cache is warm.
+func TestIssueIsGolangJWTs(t *testing.T) {
+	for _, alg := range []string{token.AlgEdDSA, token.AlgES256} {
+		key, err := token.Generate(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := token.NewKeyset(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, _ := token.PrivateForTest(key)
+		at := time.Unix(1_800_000_000, 0)
+		is := token.NewIssuer(ks, "https://imp.test", "https://app.test", func() time.Time { return at })
+		for _, k := range []token.Kind{token.Impersonation, token.Session, token.Impersonation} {
+			c := token.Claims{Act: token.Actor{Sub: "1001", Email: "ada@example.com"}, Collection: "users", SID: "s", Scope: token.ScopeRead}
+			c.Subject = "42"
+			raw, issued, err := is.Issue(k, c, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			method := jwt.SigningMethod(jwt.SigningMethodEdDSA)
+			if alg == token.AlgES256 {
+				method = jwt.SigningMethodES256
+			}
+			want := jwt.NewWithClaims(method, issued)
+			want.Header["typ"] = k.Typ()
+			want.Header["kid"] = key.ID
+			if alg == token.AlgEdDSA {
+				s, err := want.SignedString(priv)
+				if err != nil || s != raw {
+					t.Errorf("%s %s:\n got %s\nwant %s (%v)", alg, k.Typ(), raw, s, err)
+				}
+				continue
+			}
+			input, err := want.SigningString()
+			if err != nil || !strings.HasPrefix(raw, input+".") {
+				t.Errorf("%s %s: signed input\n got %s\nwant %s (%v)", alg, k.Typ(), raw, input, err)
+			}
+		}
+	}
+}
