@@ -237,8 +237,11 @@ func (e *Event) indexes() []string {
 			continue
 		}
 		for _, q := range []string{a.ID, a.Email} {
-			if q != "" && !slices.Contains(out, actorIndex(q)) {
-				out = append(out, actorIndex(q))
+			if q == "" {
+				continue
+			}
+			if name := actorIndex(q); !slices.Contains(out, name) {
+				out = append(out, name)
 			}
 		}
 	}
