@@ -75,7 +75,7 @@ func TestLoadtest(t *testing.T) {
 			t.Errorf("%s (%v): cpu_us_per_request.service is %v", name, s["kind"], cpu["service"])
 		}
 	}
-	for _, want := range []string{"bare-http", "mint", "mint-floor", "redeem", "redeem-floor", "session", "session-floor"} {
+	for _, want := range []string{"bare-http", "mint", "mint-floor", "redeem", "redeem-floor", "session", "session-floor", "healthz"} {
 		if !seen[want] {
 			t.Errorf("no %s scenario", want)
 		}
@@ -96,8 +96,8 @@ func TestLoadtest(t *testing.T) {
 		t.Errorf("--profile recorded floors: %v", floors)
 	}
 	ratios, _ := rep["ratios"].([]any)
-	if len(ratios) != 4 {
-		t.Errorf("%d ratios, want 4", len(ratios))
+	if len(ratios) != 6 {
+		t.Errorf("%d ratios, want 6", len(ratios))
 	}
 	for _, r := range ratios {
 		r := r.(map[string]any)
