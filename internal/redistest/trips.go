@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -86,3 +87,59 @@ func (c *TripCounter) Trips(f func()) int64 {
 	f()
 	return c.n.Load()
 }
+
+// DropFirstAnswer starts a TCP proxy in front of target (host:port) that
+// forwards everything, except that it closes the first connection on which
+// the server answers, instead of forwarding that answer: the server did
+// the work, the client never hears of it (a connection lost at the worst
+// moment). It returns the proxy's redis:// URL.
+func DropFirstAnswer(t testing.TB, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var dropped atomic.Bool
+	go func() {
+		for {
+			cl, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			srv, err := net.Dial("tcp", target)
+			if err != nil {
+				cl.Close()
+				continue
+			}
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := srv.Read(buf)
+					if n > 0 {
+						if !dropped.Load() && isAnswerToDrop(buf[:n]) && dropped.CompareAndSwap(false, true) {
+							break
+						}
+						if _, err := cl.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				cl.Close()
+				srv.Close()
+			}()
+			go func() {
+				_, _ = io.Copy(srv, cl)
+				srv.Close()
+			}()
+		}
+	}()
+	return "redis://" + ln.Addr().String()
+}
+
+// isAnswerToDrop: a script's answer (an array), not the connection's
+// handshake (HELLO's map, or +OK) or a PING's.
+func isAnswerToDrop(b []byte) bool { return len(b) > 0 && b[0] == '*' }

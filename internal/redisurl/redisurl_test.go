@@ -3,6 +3,8 @@ package redisurl
 import (
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestValidate(t *testing.T) {
@@ -61,6 +63,45 @@ func TestErrorsRedactPassword(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("Validate(%q) = %q: the password leaks", url, err)
+		}
+	}
+}
+
+// TestNoRetriesUnlessAsked: every kind of client sends a command once
+// (no retries), unless the URL sets max_retries.
+func TestNoRetriesUnlessAsked(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{"redis://127.0.0.1:6379/0", -1},
+		{"redis://127.0.0.1:6379/0?max_retries=2", 2},
+		{"redis://127.0.0.1:26379/0?master_name=m", -1},
+		{"redis://127.0.0.1:26379/0?master_name=m&max_retries=2", 2},
+		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001", -1},
+		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001&max_retries=2", 2},
+		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001&max_redirects=2", -1},
+	} {
+		c, err := NewClient(tc.url)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		var got int
+		switch c := c.(type) {
+		case *redis.Client:
+			got = c.Options().MaxRetries
+		case *redis.ClusterClient:
+			got = c.Options().MaxRetries
+			if r := c.Options().MaxRedirects; !strings.Contains(tc.url, "max_redirects") && r > 0 {
+				t.Errorf("%s: MaxRedirects %d: the cluster client would send a command again", tc.url, r)
+			}
+		default:
+			t.Fatalf("%s: a %T", tc.url, c)
+		}
+		c.Close()
+		// go-redis normalises -1 (none) to 0 in a node client's options.
+		if none := tc.want < 0; none && got > 0 || !none && got != tc.want {
+			t.Errorf("%s: MaxRetries %d, want %d", tc.url, got, tc.want)
 		}
 	}
 }

@@ -69,3 +69,30 @@ func TestConcurrentScriptsShareRoundTrips(t *testing.T) {
 		t.Errorf("%d concurrent mints took %d round trips; want at most %d (batched)", n, trips, n/2)
 	}
 }
+
+// TestNoScriptSentTwice: when the connection breaks after Redis ran a
+// script and before its answer arrived, the script is not sent again (a
+// second audit event, a second session): the caller gets the error, and
+// Redis holds the work of one run.
+func TestNoScriptSentTwice(t *testing.T) {
+	srv := redistest.StartServer(t)
+	st := storetest.Backend{URL: redistest.DropFirstAnswer(t, srv.Addr), Now: time.Now}.Open(t)
+	ctx := context.Background()
+	ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Rejected, Actor: audit.Actor{ID: "1001"}, Subject: audit.Subject{Collection: "users", ID: "42"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, ev); err == nil {
+		t.Fatal("the append whose answer was lost reported success")
+	}
+	recs, err := st.Events(ctx, "-", "+", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Errorf("the audit stream holds %d events after one append whose answer was lost, want 1 (sent once)", len(recs))
+	}
+	if _, err := st.Append(ctx, ev); err != nil { // the next request goes through
+		t.Fatalf("the next append: %v", err)
+	}
+}
