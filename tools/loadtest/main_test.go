@@ -4,13 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/devproc"
 )
 
 // TestLoadtest runs the whole tool, briefly, against a freshly started
@@ -183,5 +189,39 @@ func TestRawClientAllocatesNothing(t *testing.T) {
 	t.Logf("%.3f allocations per request", got)
 	if got > 0.05 {
 		t.Errorf("%.2f allocations per request with a server that makes none", got)
+	}
+}
+
+// TestFloorsClearTheirKeys: after the mint and redeem floors, their keys
+// are gone (so that they do not weigh on the service's phases) and the
+// service's keys are untouched.
+func TestFloorsClearTheirKeys(t *testing.T) {
+	ctx := context.Background()
+	addr, stop, err := devproc.StartRedis(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	f := newFloors(rdb, 10, 10)
+	if _, err := f.seed(ctx, 2500); err != nil { // the redeem floor's keys
+		t.Fatal(err)
+	}
+	for i := range 1500 { // the mint floor's
+		rdb.Set(ctx, fmt.Sprintf("%sm:%d", f.prefix, i), "1", time.Minute)
+	}
+	rdb.Set(ctx, f.prefix+"s", "1", time.Minute) // the session floor's one key, kept
+	rdb.Set(ctx, "{impersonator}:token:x", "1", time.Minute)
+	if err := f.clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	if want := []string{"{impersonator}:token:x", f.prefix + "s"}; !slices.Equal(keys, want) {
+		t.Errorf("after clear: %d keys %q…, want %q", len(keys), keys[:min(5, len(keys))], want)
 	}
 }
