@@ -36,7 +36,7 @@ bench: test-deps ## run the benchmarks; print figures and ratios to floors measu
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS) | $(GO) run ./tools/benchratio
 
 .PHONY: loadtest
-loadtest: ## load the service over HTTP (8s per scenario) and print req/s, latency, allocs and ratios to floors
+loadtest: ## load the service over HTTP (8s per scenario): req/s, latency, allocs, CPU per process, ratios to floors (LOADTEST_FLAGS=--profile DIR)
 	$(GO) run ./tools/loadtest $(LOADTEST_FLAGS)
 
 .PHONY: bench-audit
