@@ -2,7 +2,6 @@ package redisurl
 
 import (
 	"errors"
-	"net/url"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -19,35 +18,18 @@ import (
 // The request that lost its connection fails closed (503); the next one
 // takes a fresh connection.
 func NewClient(rawURL string) (redis.UniversalClient, error) {
-	p, err := Parse(rawURL)
+	p, err := Parse(rawURL) // retries off unless the URL sets them
 	if err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, errors.New(Redact(err, rawURL))
-	}
-	none := func(param string, n *int) { // -1: none, unless the URL sets it
-		if !u.Query().Has(param) {
-			*n = -1
-		}
-	}
 	switch p.Kind {
 	case Sentinel:
-		none("max_retries", &p.Sentinel.MaxRetries)
 		return redis.NewFailoverClient(p.Sentinel), nil
 	case Cluster:
-		// The cluster client sends a command again through its redirects
-		// too (a network error, like MOVED, is a redirect to it): none
-		// either. A MOVED then fails its one request, and the client
-		// reloads the slots for the next.
-		none("max_retries", &p.Cluster.MaxRetries)
-		none("max_redirects", &p.Cluster.MaxRedirects)
 		return redis.NewClusterClient(p.Cluster), nil
 	}
 	if p.Single == nil {
 		return nil, errors.New("not a Redis URL")
 	}
-	none("max_retries", &p.Single.MaxRetries)
 	return redis.NewClient(p.Single), nil
 }

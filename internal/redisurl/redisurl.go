@@ -49,24 +49,39 @@ func parse(rawURL string) (*Parsed, error) {
 		return nil, err
 	}
 	q := u.Query()
+	// none turns a go-redis retry setting off unless the URL sets it: see
+	// NewClient.
+	none := func(param string, n *int) {
+		if !q.Has(param) {
+			*n = -1
+		}
+	}
 	switch {
 	case q.Has("master_name"):
 		o, err := redis.ParseFailoverURL(rawURL)
 		if err != nil {
 			return nil, err
 		}
+		none("max_retries", &o.MaxRetries)
 		return &Parsed{Kind: Sentinel, Sentinel: o}, nil
 	case q.Has("addr"):
 		o, err := redis.ParseClusterURL(rawURL)
 		if err != nil {
 			return nil, err
 		}
+		// The cluster client sends a command again through its redirects
+		// too (a network error, like MOVED, is a redirect to it): none
+		// either. A MOVED then fails its one request, and the client
+		// reloads the slots for the next.
+		none("max_retries", &o.MaxRetries)
+		none("max_redirects", &o.MaxRedirects)
 		return &Parsed{Kind: Cluster, Cluster: o}, nil
 	}
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
+	none("max_retries", &o.MaxRetries)
 	return &Parsed{Kind: Single, Single: o}, nil
 }
 
