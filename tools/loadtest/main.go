@@ -796,7 +796,9 @@ func (f *floors) session(w http.ResponseWriter, r *http.Request) {
 // otherwise weigh on the phases after theirs (a bigger keyspace, and Redis
 // growing its key table through them: measured with perf, a fifth of
 // Redis's time in the next phase went to rehashing).
-func (f *floors) clear(ctx context.Context) error {
+// It returns how many keys it deleted.
+func (f *floors) clear(ctx context.Context) (int64, error) {
+	var deleted int64
 	for _, pattern := range []string{f.prefix + "m:*", f.prefix + "r:*"} {
 		iter := f.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		var batch []string
@@ -804,22 +806,31 @@ func (f *floors) clear(ctx context.Context) error {
 			if len(batch) == 0 {
 				return nil
 			}
-			err := f.rdb.Unlink(ctx, batch...).Err()
+			n, err := f.rdb.Unlink(ctx, batch...).Result()
+			deleted += n
 			batch = batch[:0]
 			return err
 		}
 		for iter.Next(ctx) {
 			if batch = append(batch, iter.Val()); len(batch) == 1000 {
 				if err := flush(); err != nil {
-					return fmt.Errorf("clearing the floors' keys: %w", err)
+					return deleted, fmt.Errorf("clearing the floors' keys: %w", err)
 				}
 			}
 		}
 		if err := errors.Join(iter.Err(), flush()); err != nil {
-			return fmt.Errorf("clearing the floors' keys: %w", err)
+			return deleted, fmt.Errorf("clearing the floors' keys: %w", err)
 		}
 	}
-	return nil
+	return deleted, nil
+}
+
+// clearFloor clears the floors' keys after the floor scenario last added to
+// rep, and records how many there were.
+func (r *runner) clearFloor(ctx context.Context, rep *report) error {
+	n, err := r.f.clear(ctx)
+	rep.Scenarios[len(rep.Scenarios)-1].ClearedKeys = n
+	return err
 }
 
 // seed prepares n single-use tokens for the redeem floor: signed here, their
@@ -949,6 +960,9 @@ type result struct {
 	// process; null where not measured (see cpuTime).
 	CPU        cpuPerRequest `json:"cpu_us_per_request"`
 	FirstError string        `json:"first_error"`
+	// ClearedKeys: the floor's keys deleted after its phase (mint and
+	// redeem floors), so that they do not weigh on the phases after it.
+	ClearedKeys int64 `json:"cleared_keys,omitempty"`
 }
 
 type cpuPerRequest struct {
@@ -1076,7 +1090,7 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 	if err := add(r.steady(ctx, "mint-floor", mint(r.floor+"/floor/mint"), ok200, r.floorAllocs(nil, mint(r.floor+"/floor/mint")))); err != nil {
 		return nil, err
 	}
-	if err := r.f.clear(ctx); err != nil {
+	if err := r.clearFloor(ctx, rep); err != nil {
 		return nil, err
 	}
 	mintRate, mintFloorRate := rep.Scenarios[1].ReqPerSec, rep.Scenarios[2].ReqPerSec
@@ -1087,7 +1101,7 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		r.floorAllocs(r.f.seed, nil))); err != nil {
 		return nil, err
 	}
-	if err := r.f.clear(ctx); err != nil {
+	if err := r.clearFloor(ctx, rep); err != nil {
 		return nil, err
 	}
 	if err := add(r.steady(ctx, "session", get(e.base+sessionPath, r.cookie), ok200, nil)); err != nil {
