@@ -10,11 +10,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -195,4 +198,24 @@ func Environ(drop ...string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// Main is a measuring tool's main: it runs run with the command line and a
+// context that Ctrl-C and SIGTERM cancel, and exits 1 with run's error
+// (after an interrupt, "interrupted; " and stopped, which names what the
+// tool had started and has stopped). -h is not an error.
+func Main(name, stopped string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		err = errors.New("interrupted; " + stopped)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }

@@ -39,7 +39,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -77,19 +76,7 @@ func main() {
 	if os.Getenv(childEnv) == "verify" {
 		os.Exit(verifyChild(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if errors.Is(err, context.Canceled) {
-		err = errors.New("interrupted; the redis-server it started is stopped")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "auditbench:", err)
-		os.Exit(1)
-	}
+	devproc.Main("auditbench", "the redis-server it started is stopped", run)
 }
 
 type options struct {
