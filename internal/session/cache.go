@@ -140,11 +140,11 @@ func (c *Cache) get(sid string, now time.Time) (sess store.Session, answer []byt
 	return e.sess, e.answer, now.Sub(e.written) >= c.Idle/10, true
 }
 
-// put caches sess as checked in Redis at now, by a check that began at
-// mark. It caches nothing while the subscription is down, if it broke since
-// the check began, or if the session ended since.
-func (c *Cache) put(sess store.Session, now time.Time, mark checkMark) {
-	answer, _ := encodeAnswer(sess) // on failure, nil: encoded per request
+// put caches sess, with its encoded answer (nil: encoded per request), as
+// checked in Redis at now, by a check that began at mark. It caches nothing
+// while the subscription is down, if it broke since the check began, or if
+// the session ended since.
+func (c *Cache) put(sess store.Session, answer []byte, now time.Time, mark checkMark) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.up || mark.epoch != c.epoch || c.dropped[sess.ID] > mark.seq {

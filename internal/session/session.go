@@ -184,8 +184,8 @@ func (h *Handlers) Live(r *http.Request) (store.Session, error) {
 	return sess, err
 }
 
-// live is Live, with the encoded introspection answer when the session
-// came from memory (nil otherwise).
+// live is Live, with the session's encoded introspection answer when the
+// cache holds or took it (nil otherwise).
 func (h *Handlers) live(r *http.Request) (store.Session, []byte, error) {
 	c, ok := h.Claims(r)
 	if !ok {
@@ -203,11 +203,13 @@ func (h *Handlers) live(r *http.Request) (store.Session, []byte, error) {
 	tctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
 	defer cancel()
 	sess, lapse, err := h.store.Touch(tctx, c.SID)
+	var answer []byte
 	if h.cache != nil {
 		if err != nil {
 			h.cache.Drop(c.SID)
 		} else if sess.Subject.ID == c.Subject && sess.Actor.ID == c.Act.Sub {
-			h.cache.put(sess, h.now(), mark)
+			answer, _ = encodeAnswer(sess) // nil on failure: the caller encodes
+			h.cache.put(sess, answer, h.now(), mark)
 		}
 	}
 	if lapse != "" {
@@ -219,7 +221,7 @@ func (h *Handlers) live(r *http.Request) (store.Session, []byte, error) {
 	if sess.Subject.ID != c.Subject || sess.Actor.ID != c.Act.Sub {
 		return store.Session{}, nil, store.ErrNoSession
 	}
-	return sess, nil, nil
+	return sess, answer, nil
 }
 
 // auditTimeout bounds an end's write, which outlives a client that hung up.
