@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +68,43 @@ func TestConcurrentScriptsShareRoundTrips(t *testing.T) {
 	t.Logf("%d concurrent mints: %d round trips", n, trips)
 	if trips > n/2 {
 		t.Errorf("%d concurrent mints took %d round trips; want at most %d (batched)", n, trips, n/2)
+	}
+
+	// The session check's last-seen write (Touch, the hot path when a
+	// session is not served from memory) goes the same way.
+	redeemed, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Redeemed, Actor: g.Actor, Subject: g.Subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := store.Session{ID: token.NewJTI(), Actor: g.Actor, Subject: g.Subject, ExpiresAt: time.Now().Add(time.Hour)}
+	if ok, _, err := st.Redeem(ctx, store.Redemption{JTI: jtis[0], Session: sess, Idle: time.Hour, Redeemed: redeemed, Unknown: minted}); !ok || err != nil {
+		t.Fatalf("redeem: %v, %v", ok, err)
+	}
+	touched := make([]error, n)
+	trips = c.Trips(func() {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				var got store.Session
+				got, _, touched[i] = st.Touch(ctx, sess.ID)
+				if touched[i] == nil && got.ID != sess.ID {
+					touched[i] = fmt.Errorf("touched session %q", got.ID)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+	})
+	for i, err := range touched {
+		if err != nil {
+			t.Fatalf("touch %d: %v", i, err)
+		}
+	}
+	t.Logf("%d concurrent session checks: %d round trips", n, trips)
+	if trips > n/2 {
+		t.Errorf("%d concurrent session checks took %d round trips; want at most %d (batched)", n, trips, n/2)
 	}
 }
 

@@ -76,7 +76,7 @@ return {$CODE_OK, h[1]}
 // returned with ErrNoSession and its lapse: the caller ends it with
 // EndLapsed, which records the end in the same step.
 func (s *Store) Touch(ctx context.Context, sid string) (Session, Lapse, error) {
-	res, err := touchScript.Run(ctx, s.rdb, []string{s.key(keySession, sid), s.k.deadlines},
+	res, err := touchScript.Run(ctx, s.scripts, []string{s.key(keySession, sid), s.k.deadlines},
 		ms(s.now()), time.Minute.Milliseconds(), sid).Slice()
 	if err != nil {
 		return Session{}, "", fmt.Errorf("store: touch session: %w", err)
