@@ -24,7 +24,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// The README's placeholders for the service and the app.
+// configFile is the shipped nginx configuration, relative to the module root.
+const configFile = "examples/nginx/impersonator.conf"
+
+// The configuration's placeholders for the service and the app.
 const (
 	readmeService = "127.0.0.1:8080"
 	readmeApp     = "127.0.0.1:3000"
@@ -40,29 +43,40 @@ type seen struct {
 
 var notImpersonating = seen{}
 
-// TestReadmeForwardAuth runs the README's nginx forward-auth block, as
-// written, between a real nginx, the real service (built from this module)
-// and a fake app, and checks that it fails safe: with impersonator stopped,
-// failing or hung the app still answers, as not impersonating; a client
-// never gets its own X-Impersonation-* headers to the app; the app's own
-// failures are not replayed; and no token reaches nginx's logs.
+// TestReadmeForwardAuth runs the shipped nginx configuration,
+// examples/nginx/impersonator.conf, as written (and checks that the README
+// shows it verbatim), between a real nginx, the real service (built from
+// this module) and a fake app, and checks that it fails safe: with
+// impersonator stopped, failing or hung the app still answers, as not
+// impersonating; only requests that carry the session cookie wait on
+// impersonator; a client never gets its own X-Impersonation-* headers to
+// the app; a read-only refusal is an HTML page; the app's own failures are
+// not replayed; and no token reaches nginx's logs.
 func TestReadmeForwardAuth(t *testing.T) {
 	root := moduleRoot(t)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, err := Snippet(readme, "nginx-forward-auth")
+	shipped, err := os.ReadFile(filepath.Join(root, configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := string(shipped)
+	shown, err := Snippet(readme, "nginx-forward-auth")
 	if err != nil {
 		t.Fatalf("README.md: %v", err)
 	}
+	if shown != block {
+		t.Fatalf("README's nginx block differs from %s: copy the file into the README", configFile)
+	}
 	for _, placeholder := range []string{readmeService, readmeApp} {
 		if !strings.Contains(block, placeholder) {
-			t.Fatalf("README's nginx block no longer mentions %s:\n%s", placeholder, block)
+			t.Fatalf("%s no longer mentions %s:\n%s", configFile, placeholder, block)
 		}
 	}
 	if _, err := Binary(); err != nil {
-		t.Fatal(err) // never skip: the snippet is unproven without nginx
+		t.Fatal(err) // never skip: the configuration is unproven without nginx
 	}
 
 	var crashes, writes atomic.Int32
@@ -97,16 +111,17 @@ func TestReadmeForwardAuth(t *testing.T) {
 	// characters, which 48 random hex digits miss now and then.
 	secret := randomHex(t, 24) + "ghijklmnopqrstuv"
 	svc := startService(t, bin, svcAddr, map[string]string{
-		"REDIS_URL":                "",
-		"IMPERSONATOR_LISTEN":      svcAddr,
-		"IMPERSONATOR_PUBLIC_URL":  ngx.URL,
-		"IMPERSONATOR_APP_URL":     ngx.URL,
-		"IMPERSONATOR_KEYS_DIR":    t.TempDir(),
-		"FOREST_AUTH_SECRET":       secret,
-		"IMPERSONATOR_DELIVERY":    "redirect",
-		"IMPERSONATOR_LOG_LEVEL":   "warn",
-		"IMPERSONATOR_LOGIN_RATE":  "0",
-		"IMPERSONATOR_SESSION_TTL": "30m",
+		"REDIS_URL":                 "",
+		"IMPERSONATOR_LISTEN":       svcAddr,
+		"IMPERSONATOR_PUBLIC_URL":   ngx.URL,
+		"IMPERSONATOR_APP_URL":      ngx.URL,
+		"IMPERSONATOR_KEYS_DIR":     t.TempDir(),
+		"FOREST_AUTH_SECRET":        secret,
+		"IMPERSONATOR_DELIVERY":     "redirect",
+		"IMPERSONATOR_LOG_LEVEL":    "warn",
+		"IMPERSONATOR_LOGIN_RATE":   "0",
+		"IMPERSONATOR_SESSION_TTL":  "30m",
+		"IMPERSONATOR_ADMIN_TOKENS": adminToken,
 	})
 
 	impToken := mint(t, "http://"+svcAddr, secret, "")
@@ -124,7 +139,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 		roCookie *http.Cookie
 		want     seen
 	}
-	send := func(t *testing.T, method, path string, r request) (int, []byte) {
+	sendFull := func(t *testing.T, method, path string, r request) (*http.Response, []byte) {
 		t.Helper()
 		req, err := http.NewRequest(method, ngx.URL+path, strings.NewReader("a=1"))
 		if err != nil {
@@ -153,6 +168,11 @@ func TestReadmeForwardAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		return res, body
+	}
+	send := func(t *testing.T, method, path string, r request) (int, []byte) {
+		t.Helper()
+		res, body := sendFull(t, method, path, r)
 		return res.StatusCode, body
 	}
 	run := func(t *testing.T, cases []request) {
@@ -207,13 +227,31 @@ func TestReadmeForwardAuth(t *testing.T) {
 			}
 			before := writes.Load()
 			for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-				if status, body := send(t, method, "/account", request{cookie: true, roCookie: ro}); status != http.StatusForbidden {
-					t.Errorf("%s: %d %s, want 403", method, status, body)
+				res, body := sendFull(t, method, "/account", request{cookie: true, roCookie: ro})
+				if res.StatusCode != http.StatusForbidden {
+					t.Errorf("%s: %d %s, want 403", method, res.StatusCode, body)
+				}
+				// An HTML page that says why, not nginx's bare "403 Forbidden".
+				if ct := res.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+					t.Errorf("%s: Content-Type %q, want text/html; charset=utf-8", method, ct)
+				}
+				if !strings.Contains(string(body), `<p id="impersonation-read-only">You are viewing this account read-only`) || strings.Contains(string(body), "nginx") {
+					t.Errorf("%s: 403 page %q, want the read-only page", method, body)
 				}
 			}
 			if n := writes.Load() - before; n != 0 {
 				t.Errorf("the app received %d changes under a read-only impersonation, want none", n)
 			}
+		})
+	})
+
+	t.Run("revoked session: not impersonating", func(t *testing.T) {
+		c := login(t, ngx.URL, mint(t, "http://"+svcAddr, secret, ""))
+		run(t, []request{{name: "live", cookie: true, roCookie: c, want: impersonating}})
+		revoke(t, "http://"+svcAddr, c)
+		run(t, []request{
+			{name: "revoked", cookie: true, roCookie: c, want: notImpersonating},
+			{name: "revoked, injected headers", cookie: true, inject: true, roCookie: c, want: notImpersonating},
 		})
 	})
 
@@ -234,21 +272,72 @@ func TestReadmeForwardAuth(t *testing.T) {
 		t.Run("impersonator answers 503", func(t *testing.T) { run(t, whileDown) })
 	})
 
-	// A hung impersonator: past the block's proxy_read_timeout (3s), not
-	// impersonating, rather than nginx's default 60s wait.
-	stub(t, svcAddr, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-time.After(20 * time.Second):
-		}
-	}, func() {
+	// A hung impersonator: a listener on its address that accepts
+	// connections and never reads nor answers. A request without the
+	// cookie never waits on it (no connection at all); one with the cookie
+	// is not impersonating past the configuration's proxy_read_timeout
+	// (3s), rather than nginx's default 60s wait.
+	hung(t, svcAddr, func(accepted *atomic.Int32) {
 		t.Run("impersonator hung", func(t *testing.T) {
-			start := time.Now()
-			run(t, []request{{name: "cookie", cookie: true, want: notImpersonating}})
-			took := time.Since(start)
-			t.Logf("GET and POST answered in %s", took.Round(time.Millisecond))
-			if took > 10*time.Second {
-				t.Errorf("GET and POST took %s: the auth request's timeouts are not the README's", took)
+			fast := func(t *testing.T, n int) {
+				t.Helper()
+				for i := range n {
+					start := time.Now()
+					status, body := send(t, http.MethodGet, "/account", request{inject: i%2 == 1})
+					took := time.Since(start)
+					var got seen
+					if status != http.StatusOK || json.Unmarshal(body, &got) != nil || !reflect.DeepEqual(got, notImpersonating) {
+						t.Fatalf("no cookie: %d %s, want 200 not impersonating", status, body)
+					}
+					if took > 500*time.Millisecond {
+						t.Errorf("a request without the cookie took %s while impersonator hangs", took)
+					}
+				}
+			}
+			fast(t, 10)
+			if n := accepted.Load(); n != 0 {
+				t.Fatalf("requests without the cookie opened %d connections to impersonator, want none", n)
+			}
+			// Cookie requests in flight, hanging on impersonator: other
+			// users are still served at once.
+			type result struct {
+				status int
+				body   []byte
+				took   time.Duration
+			}
+			results := make(chan result, 4)
+			for i := range cap(results) {
+				method := http.MethodGet
+				if i%2 == 1 {
+					method = http.MethodPost
+				}
+				go func() {
+					start := time.Now()
+					res, body := sendFull(t, method, "/account", request{cookie: true, inject: true})
+					results <- result{res.StatusCode, body, time.Since(start)}
+				}()
+			}
+			for deadline := time.Now().Add(2 * time.Second); accepted.Load() < int32(cap(results)) && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := accepted.Load(); n != int32(cap(results)) {
+				t.Fatalf("impersonator accepted %d connections, want one per cookie request (%d)", n, cap(results))
+			}
+			fast(t, 10)
+			for range cap(results) {
+				r := <-results
+				var got seen
+				if r.status != http.StatusOK || json.Unmarshal(r.body, &got) != nil || !reflect.DeepEqual(got, notImpersonating) {
+					t.Errorf("cookie: %d %s, want 200 not impersonating", r.status, r.body)
+				}
+				// proxy_read_timeout 3s, and CPU contention's margin.
+				if r.took < 2500*time.Millisecond || r.took > 6*time.Second {
+					t.Errorf("cookie request answered in %s, want past the 3s read timeout and soon after", r.took)
+				}
+				t.Logf("cookie request: not impersonating after %s", r.took.Round(time.Millisecond))
+			}
+			if n := accepted.Load(); n != int32(cap(results)) {
+				t.Errorf("impersonator accepted %d connections, want %d: requests without the cookie reached it", n, cap(results))
 			}
 		})
 	})
@@ -480,4 +569,82 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b) // 64 letters: 16 distinct, as serve requires
+}
+
+// adminToken is the service's IMPERSONATOR_ADMIN_TOKENS in these tests.
+const adminToken = "nginxtest-admin-token-0123456789abcdefghij"
+
+// revoke revokes the session of c through the admin API, as
+// `impersonator sessions revoke` does.
+func revoke(t *testing.T, base string, c *http.Cookie) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/impersonation/session", nil)
+	req.AddCookie(c)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		SessionID string `json:"session_id"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&s)
+	res.Body.Close()
+	if err != nil || s.SessionID == "" {
+		t.Fatalf("session: %d %v", res.StatusCode, err)
+	}
+	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/sessions/"+s.SessionID, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("revoke: %d, want 204", res.StatusCode)
+	}
+}
+
+// hung listens on addr (the stopped service's address), accepts every
+// connection and never reads from nor answers it, while during runs;
+// during gets the count of accepted connections.
+func hung(t *testing.T, addr string, during func(accepted *atomic.Int32)) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 { // the killed service's socket may take a moment to go
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("listen on the service's address: %v", err)
+	}
+	var accepted atomic.Int32
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	during(&accepted)
 }
