@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/impersonator/impersonator/internal/safetext"
+	"github.com/impersonator/impersonator/internal/token"
 )
 
 // Admin is the Forest user who triggers the action, from the Forest UI's
@@ -85,6 +86,9 @@ func (a *Authenticator) Authenticate(r *http.Request) (Admin, error) {
 	if len(raw) > maxAdminJWT {
 		return Admin{}, errors.New("bearer token too large")
 	}
+	if err := token.CheckCompact(raw); err != nil {
+		return Admin{}, fmt.Errorf("forest jwt: malformed: %w", err)
+	}
 	key := sha256.Sum256([]byte(raw))
 	a.mu.Lock()
 	v, ok := a.verified[key]
@@ -98,6 +102,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (Admin, error) {
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(5*time.Second),
+		jwt.WithStrictDecoding(),
 		jwt.WithTimeFunc(a.now),
 	).ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return a.secret, nil })
 	if err != nil {

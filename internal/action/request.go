@@ -3,6 +3,7 @@ package action
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/impersonator/impersonator/internal/ident"
+	"github.com/impersonator/impersonator/internal/token"
 )
 
 // maxBody caps the action's request body. Forest sends a few hundred bytes;
@@ -180,12 +182,16 @@ func approval(signed string, envSecret []byte, now func() time.Time, routeCollec
 	if len(signed) > maxBody {
 		return nil, errors.New("approval request too large")
 	}
+	if err := token.CheckCompact(signed); err != nil {
+		return nil, fmt.Errorf("approval request: malformed: %w", err)
+	}
 	var c approvalClaims
-	_, err := jwt.NewParser(
+	tok, err := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(5*time.Second),
+		jwt.WithStrictDecoding(),
 		jwt.WithTimeFunc(now),
 	).ParseWithClaims(signed, &c, func(*jwt.Token) (any, error) { return envSecret, nil })
 	if err != nil {
@@ -204,8 +210,22 @@ func approval(signed string, envSecret []byte, now func() time.Time, routeCollec
 	if routeCollection != "" && a.CollectionName != routeCollection {
 		return nil, fmt.Errorf("approval request: collection %q is not the route's %q", a.CollectionName, routeCollection)
 	}
-	sum := sha256.Sum256([]byte(signed))
-	return &approvalRequest{attrs: a, id: hex.EncodeToString(sum[:]), ttl: c.ExpiresAt.Sub(now()) + 5*time.Second}, nil
+	return &approvalRequest{attrs: a, id: approvalID(signed, tok.Signature), ttl: c.ExpiresAt.Sub(now()) + 5*time.Second}, nil
+}
+
+// approvalID is what reserves an approval: the SHA-256 of what it signs
+// (its header and payload, whose exact text the HMAC covers) and of its
+// signature's bytes re-encoded in the one canonical spelling, so that no
+// other spelling of its signature is another approval. For the canonical
+// text, the only one strict decoding accepts, it is the digest of the text
+// itself, which is how approvals were reserved before.
+func approvalID(signed string, sig []byte) string {
+	input := signed[:strings.LastIndexByte(signed, '.')]
+	h := sha256.New()
+	h.Write([]byte(input))
+	h.Write([]byte{'.'})
+	h.Write([]byte(base64.RawURLEncoding.EncodeToString(sig)))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // isImpersonateAction reports whether a Forest smart_action_id names this

@@ -1,11 +1,16 @@
 package action
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // FuzzDecodeRequest: the decoder never panics, and whatever it accepts is
@@ -73,4 +78,34 @@ func isCanonical(id string) bool {
 		return false
 	}
 	return id != "-0"
+}
+
+// TestApprovalIDIsWhatItSigns: an approval is reserved by what it signs,
+// not by its spelling: a lenient decoder's reading of a re-spelled
+// signature gives the same id, and the canonical text's id is the digest of
+// the text (the reservations made before this rule still hold).
+func TestApprovalIDIsWhatItSigns(t *testing.T) {
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": 1}).SignedString([]byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndexByte(signed, '.')
+	sig, err := base64.RawURLEncoding.DecodeString(signed[i+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(signed))
+	if got, want := approvalID(signed, sig), hex.EncodeToString(sum[:]); got != want {
+		t.Errorf("id of the canonical text %s, want its digest %s", got, want)
+	}
+	last := signed[len(signed)-1]
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	respelled := signed[:len(signed)-1] + string(alphabet[strings.IndexByte(alphabet, last)^1])
+	lenient, err := base64.RawURLEncoding.DecodeString(respelled[i+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if approvalID(respelled, lenient) != approvalID(signed, sig) {
+		t.Errorf("a re-spelled signature is another approval")
+	}
 }

@@ -254,8 +254,8 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, ErrTooLarge
 	}
-	if strings.Count(raw, ".") != 2 {
-		return nil, ErrMalformed
+	if err := CheckCompact(raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	c := &Claims{kind: k, maxTTL: maxTTL(k)}
 	now := v.now()
@@ -309,6 +309,27 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 		return nil, cause
 	}
 	return nil, classify(err)
+}
+
+// CheckCompact reports whether raw is spelled as a JWT's one canonical
+// compact form: three segments of the base64url alphabet, no padding, no
+// white space. golang-jwt's strict decoding (WithStrictDecoding, used with
+// it by every parser of the service) refuses non-zero unused low bits, but
+// Go's base64 decoders skip CR and LF even then, so a signature with a line
+// break in it would decode to the same bytes: another spelling of one
+// token. Together, a token has exactly one text that verifies.
+func CheckCompact(raw string) error {
+	if strings.Count(raw, ".") != 2 {
+		return errors.New("not three segments")
+	}
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return fmt.Errorf("byte %#x at %d is outside the base64url alphabet", c, i)
+		}
+	}
+	return nil
 }
 
 func classify(err error) error {

@@ -168,6 +168,13 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 		{"altered header", encodeJSON(t, mutate(t, parts[0], "extra", "x")) + "." + parts[1] + "." + parts[2], token.ErrSignature},
 		{"truncated signature", parts[0] + "." + parts[1] + "." + parts[2][:20], token.ErrSignature},
 		{"non-canonical base64 in signature", parts[0] + "." + parts[1] + "." + flipLastBits(parts[2]), token.ErrMalformed},
+		// Other spellings of the same bytes (issue 18): each decodes, by
+		// some decoder, to the signature of the good token.
+		{"padded signature", parts[0] + "." + parts[1] + "." + parts[2] + "==", token.ErrMalformed},
+		{"newline inside the signature", parts[0] + "." + parts[1] + "." + parts[2][:40] + "\n" + parts[2][40:], token.ErrMalformed},
+		{"carriage return inside the signature", parts[0] + "." + parts[1] + "." + parts[2][:40] + "\r" + parts[2][40:], token.ErrMalformed},
+		{"newline at the end", good + "\n", token.ErrMalformed},
+		{"standard alphabet", stdAlphabet(good), token.ErrMalformed},
 		{"jku header", with(func(h, _ map[string]any) { h["jku"] = "https://evil.example/jwks.json" }), token.ErrHeader},
 		{"x5u header", with(func(h, _ map[string]any) { h["x5u"] = "https://evil.example/cert" }), token.ErrHeader},
 		{"embedded jwk header", with(func(h, _ map[string]any) { h["jwk"] = map[string]any{"kty": "OKP"} }), token.ErrHeader},
@@ -398,6 +405,17 @@ func flipLastBits(seg string) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	last := strings.IndexByte(alphabet, seg[len(seg)-1])
 	return seg[:len(seg)-1] + string(alphabet[last^1])
+}
+
+// stdAlphabet respells a token in the standard base64 alphabet ("+" and
+// "/" for "-" and "_"), plus a "+" that a lenient decoder would accept.
+func stdAlphabet(raw string) string {
+	s := strings.NewReplacer("-", "+", "_", "/").Replace(raw)
+	if s == raw {
+		i := strings.LastIndexByte(s, '.')
+		s = s[:i+1] + "+" + s[i+2:] // the first signature character, re-spelled
+	}
+	return s
 }
 
 func privateOf(t *testing.T, ks *token.Keyset) any { return privateOfKey(t, ks.Signer()) }
