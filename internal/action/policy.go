@@ -66,6 +66,10 @@ type Policy struct {
 	// RequireConsent lists the collections whose records may be
 	// impersonated only under the customer's active consent.
 	RequireConsent []string
+	// Reviewers, when set, is who may read a record's impersonation
+	// history in the admin panel (the Impersonation history action). Nil:
+	// whoever may impersonate (the admins lists).
+	Reviewers *Selector
 	// accessSet: the file names default_access or full_access, so the
 	// action's form shows the Access field.
 	accessSet bool
@@ -137,6 +141,7 @@ type policyFile struct {
 	DefaultAccess   *string             `yaml:"default_access"`
 	FullAccess      *selectorFile       `yaml:"full_access"`
 	RequireConsent  []string            `yaml:"require_consent"`
+	Reviewers       *selectorFile       `yaml:"reviewers"`
 }
 
 type selectorFile struct {
@@ -245,6 +250,13 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		}
 	}
 	p.RequireConsent = f.RequireConsent
+	if f.Reviewers != nil {
+		sel := f.Reviewers.selector()
+		p.Reviewers = &sel
+		if len(sel.Emails)+len(sel.Teams)+len(sel.Roles)+len(sel.PermissionLevels) == 0 {
+			problems = append(problems, errors.New("reviewers: name at least one of emails, teams, roles, permission_levels (leave reviewers out to let whoever may impersonate review)"))
+		}
+	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
@@ -271,7 +283,19 @@ const (
 	ruleApproval   = "approval"
 	ruleFullAccess = "full_access"
 	ruleConsent    = "consent"
+	ruleReviewers  = "reviewers"
 )
+
+// mayReview reports whether a may read impersonation histories: the
+// reviewers lists when the policy names them, else the admins lists; when
+// not, it names the list that refused.
+func (p *Policy) mayReview(a Admin) (bool, string) {
+	if p.Reviewers != nil {
+		return p.Reviewers.match(a, "reviewers")
+	}
+	admins := Selector{Emails: p.Emails, Teams: p.Teams, Roles: p.Roles, PermissionLevels: p.PermissionLevels}
+	return admins.match(a, "admins")
+}
 
 // check applies the policy's rules to admin and target; it returns the rule
 // that refuses, with a detail for the audit log, or "" when allowed. The

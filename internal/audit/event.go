@@ -29,10 +29,13 @@ const (
 	// admin API, each written with the consent's state in one step.
 	ConsentGranted   Type = "consent.granted"
 	ConsentWithdrawn Type = "consent.withdrawn"
+	// Viewed: someone read an impersonation history (the Forest action
+	// Impersonation history), or was refused it.
+	Viewed Type = "audit.viewed"
 )
 
 // Types lists every event type, in the order of the contract.
-var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked, ConsentGranted, ConsentWithdrawn}
+var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked, ConsentGranted, ConsentWithdrawn, Viewed}
 
 // Valid reports whether t is one of the contract's event types.
 func (t Type) Valid() bool {

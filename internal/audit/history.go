@@ -39,6 +39,13 @@ type Impersonation struct {
 	Actor     HistoryActor `json:"actor"`
 	Reason    string       `json:"reason"`
 	Scope     string       `json:"scope"`
+	// Delivery is how the token reached the browser: webhook or redirect
+	// (which credential opened an auto-delivery session); absent when the
+	// events read do not say.
+	Delivery string `json:"delivery,omitempty"`
+	// Requests is the number of requests the session check saw during
+	// the session (its activity trail); absent when not asked for.
+	Requests *int64 `json:"requests,omitempty"`
 }
 
 // HistoryPage is one page of a history, newest first.
@@ -55,6 +62,10 @@ type HistoryOptions struct {
 	// Live reports whether a session is still live; a session whose end
 	// is not among the events read is looked up with it.
 	Live func(ctx context.Context, sid string) (bool, error)
+	// Requests, when set, returns the number of requests recorded for
+	// each session id (the activity trail); the page's impersonations
+	// then carry theirs.
+	Requests func(ctx context.Context, sids []string) ([]int64, error)
 }
 
 // LapsedUnrecorded is the end_reason of a session that lapsed by itself
@@ -89,10 +100,15 @@ func (l *Log) History(ctx context.Context, subj string, o HistoryOptions) (Histo
 	page := HistoryPage{Impersonations: []Impersonation{}}
 	ends := map[string]sessionEnd{}
 	var positions []string
+	byToken := map[string]int{} // token id -> index in the page, for its delivery
 	more := false
 	err := l.Walk(ctx, f, o.Cursor, func(e Entry) bool {
 		ev := e.Event
 		switch {
+		case ev.Type == Minted:
+			if i, ok := byToken[ev.TokenID]; ok && ev.TokenID != "" && page.Impersonations[i].Delivery == "" {
+				page.Impersonations[i].Delivery = mintedDelivery(ev.Detail, ev.TokenID)
+			}
 		case ev.SessionID == "":
 		case ev.Type == Ended || ev.Type == Revoked:
 			if _, ok := ends[ev.SessionID]; !ok {
@@ -109,7 +125,10 @@ func (l *Log) History(ctx context.Context, subj string, o HistoryOptions) (Histo
 			}
 			it := Impersonation{SessionID: ev.SessionID, StartedAt: ev.Time,
 				Actor:  HistoryActor{Name: ev.Actor.Name, Team: ev.Actor.Team},
-				Reason: ev.Reason, Scope: scope}
+				Reason: ev.Reason, Scope: scope, Delivery: redeemedDelivery(ev.Detail)}
+			if ev.TokenID != "" {
+				byToken[ev.TokenID] = len(page.Impersonations)
+			}
 			if o.ActorEmail {
 				it.Actor.Email = ev.Actor.Email
 			}
@@ -166,11 +185,53 @@ func (l *Log) History(ctx context.Context, subj string, o HistoryOptions) (Histo
 			it.EndReason = &r
 		}
 	}
+	if o.Requests != nil && len(page.Impersonations) > 0 {
+		sids := make([]string, len(page.Impersonations))
+		for i, it := range page.Impersonations {
+			sids[i] = it.SessionID
+		}
+		counts, err := o.Requests(ctx, sids)
+		if err != nil {
+			return HistoryPage{}, err
+		}
+		for i := range page.Impersonations {
+			if i < len(counts) {
+				n := counts[i]
+				page.Impersonations[i].Requests = &n
+			}
+		}
+	}
 	if more && len(positions) > 0 {
 		c := positions[len(positions)-1]
 		page.NextCursor = &c
 	}
 	return page, nil
+}
+
+// redeemedDelivery is the delivery an impersonation.redeemed event's
+// detail names (auto delivery: which credential opened the session), or "".
+func redeemedDelivery(detail string) string {
+	switch {
+	case strings.HasPrefix(detail, "webhook credential"):
+		return "webhook"
+	case strings.HasPrefix(detail, "redirect credential"):
+		return "redirect"
+	}
+	return ""
+}
+
+// mintedDelivery is the delivery of token jti by its
+// impersonation.minted event's detail ("delivery webhook", "delivery
+// redirect", or auto's "delivery auto: webhook credential J1, redirect
+// credential J2"), or "".
+func mintedDelivery(detail, jti string) string {
+	switch {
+	case detail == "delivery webhook", strings.Contains(detail, "webhook credential "+jti):
+		return "webhook"
+	case detail == "delivery redirect", strings.Contains(detail, "redirect credential "+jti):
+		return "redirect"
+	}
+	return ""
 }
 
 // streamBefore reports whether stream id a is at or before b.

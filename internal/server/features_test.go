@@ -45,6 +45,7 @@ type deployment struct {
 	st   *store.Store
 	keys *token.Keyset
 	cfg  *config.Config
+	srv  *redistest.Server
 	mu   sync.Mutex
 	now  time.Time
 }
@@ -63,7 +64,7 @@ func newDeployment(t *testing.T, policy *action.Policy) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deployment{t: t, keys: tokentest.Keyset(t, ""), cfg: cfg, now: t0}
+	d := &deployment{t: t, keys: tokentest.Keyset(t, ""), cfg: cfg, now: t0, srv: srv}
 	d.st, err = store.Open(srv.URL(), store.Options{Prefix: redistest.Prefix(), Now: d.clock})
 	if err != nil {
 		t.Fatal(err)

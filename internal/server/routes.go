@@ -80,6 +80,21 @@ func addRoutes(r chi.Router, d Deps) {
 			Folded:    func() { m.foldedDenials.Inc() },
 		}))
 		hooks := action.HooksHandler(d.Policies.Load)
+		// Impersonation history: the record's impersonations for a reviewer.
+		forestAuth := action.NewAuthenticator(s.ForestAuthSecret.Reveal(), d.Now)
+		history := forest.Handle(action.HistoryHandler(action.HistoryOptions{
+			Log: d.Log, Auth: forestAuth, Policies: d.Policies, Store: d.Store,
+			History: audit.NewLog(d.Store, d.Now), Live: liveSession(d.Store), Events: events,
+		}))
+		historyHooks := forest.Handle(action.HistoryHooksHandler(forestAuth))
+		for _, p := range []string{"/forest/actions/impersonation-history", "/forest/_actions/{collection}/{index}/impersonation-history"} {
+			r.Method(http.MethodPost, p, history)
+			r.Options(p, preflightDone)
+			for _, hook := range []string{"/hooks/load", "/hooks/change"} {
+				r.Method(http.MethodPost, p+hook, historyHooks)
+				r.Options(p+hook, preflightDone)
+			}
+		}
 		for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
 			r.Method(http.MethodPost, p, mint)
 			r.Options(p, preflightDone)

@@ -86,7 +86,8 @@ func TestRoutes(t *testing.T) {
 		"DELETE /v1/consents/{collection}/{id}",
 		"GET /v1/subjects/{collection}/{id}/history",
 	}
-	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate"} {
+	for _, p := range []string{"/forest/actions/impersonate", "/forest/_actions/{collection}/{index}/impersonate",
+		"/forest/actions/impersonation-history", "/forest/_actions/{collection}/{index}/impersonation-history"} {
 		for _, suffix := range []string{"", "/hooks/change", "/hooks/load"} {
 			want = append(want, "OPTIONS "+p+suffix, "POST "+p+suffix)
 		}
