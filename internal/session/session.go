@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -337,11 +338,14 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Impersonation-Subject", sess.Subject.ID)
 	w.Header().Set("X-Impersonation-Actor", sess.Actor.Email)
 	w.Header().Set("X-Impersonation-Scope", Scope(sess))
-	if Scope(sess) == token.ScopeRead && writeMethod(r.Header.Get("X-Forwarded-Method")) {
-		// Forward-auth of a change under a read-only impersonation: 403,
-		// which nginx's auth_request and Traefik's ForwardAuth return to
-		// the browser instead of passing the request on.
-		return httpx.Errorf(http.StatusForbidden, "read_only", errors.New("read-only impersonation: "+r.Header.Get("X-Forwarded-Method")+" refused"))
+	if Scope(sess) == token.ScopeRead {
+		if m, ok := readMethod(r.Header); !ok {
+			// Forward-auth of a change (or of a method it cannot be sure
+			// of) under a read-only impersonation: 403, which nginx's
+			// auth_request and Traefik's ForwardAuth return to the
+			// browser instead of passing the request on.
+			return httpx.Errorf(http.StatusForbidden, "read_only", fmt.Errorf("read-only impersonation: method %.64q refused", m))
+		}
 	}
 	if body == nil {
 		if body, err = encodeAnswer(sess); err != nil {
@@ -362,15 +366,39 @@ func encodeAnswer(sess store.Session) ([]byte, error) {
 	})
 }
 
-// writeMethod reports whether the method a forward-auth proxy passes
-// (X-Forwarded-Method) may change something: anything but GET, HEAD and
-// OPTIONS. No header (introspection, the banner): no.
-func writeMethod(m string) bool {
-	switch strings.ToUpper(m) {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions:
-		return false
+// methodHeaders are where forward-auth proxies pass the method of the
+// request they ask about: X-Forwarded-Method (Traefik ForwardAuth, Caddy
+// forward_auth, the README's nginx block) and X-Original-Method
+// (ingress-nginx, and nginx auth_request blocks written for it).
+var methodHeaders = []string{"X-Forwarded-Method", "X-Original-Method"}
+
+// readMethod reports whether the method a forward-auth proxy passes is
+// surely a read (GET, HEAD or OPTIONS), and returns what it read. No method
+// header at all is a read (introspection, the banner). Anything ambiguous
+// is not: one header repeated, a comma list, an empty value, or the two
+// headers naming different methods, since the app may act on another
+// value than the one judged here.
+func readMethod(h http.Header) (string, bool) {
+	method := ""
+	for _, name := range methodHeaders {
+		vs := h.Values(name)
+		switch {
+		case len(vs) == 0:
+			continue
+		case len(vs) > 1:
+			return strings.Join(vs, ", "), false
+		}
+		v := strings.TrimSpace(vs[0])
+		if v == "" || strings.Contains(v, ",") || (method != "" && !strings.EqualFold(v, method)) {
+			return strings.Join(append([]string{method}, vs[0]), " | "), false
+		}
+		method = v
 	}
-	return true
+	switch strings.ToUpper(method) {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions:
+		return method, true
+	}
+	return method, false
 }
 
 // Logout ends the session of r's cookie (session.ended) and clears the
