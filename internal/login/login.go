@@ -180,7 +180,13 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.o.Log.InfoContext(ctx, "impersonation redeemed", "request_id", ev.RequestID, "jti", c.ID, "sid", sid,
 		"actor", ev.Actor.ID, "subject", ev.Subject.ID)
-	http.SetCookie(w, h.o.Cookie.Set(cookieJWT, sess.ExpiresAt))
+	cookie := h.o.Cookie
+	if form {
+		// The start page's own form (same origin, checked above): a
+		// first-party session, SameSite=Lax whatever the delivery.
+		cookie = cookie.FirstParty()
+	}
+	http.SetCookie(w, cookie.Set(cookieJWT, sess.ExpiresAt))
 	if form {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, h.o.AppURL, http.StatusSeeOther)

@@ -27,7 +27,8 @@ import (
 // Cookie is how the session cookie is set: HttpOnly, Path=/; Secure with
 // an https public URL (then with the __Host- prefix); SameSite=None in
 // webhook and auto delivery (the webhook's cookie is set by the admin
-// panel's cross-site request) and Lax in redirect delivery (first-party).
+// panel's cross-site request) and Lax in redirect delivery (first-party);
+// a session the start page opens is Lax in any delivery (FirstParty).
 // SameSite=None is always Secure too, even on http://localhost: browsers
 // drop SameSite=None cookies that are not Secure, and accept Secure ones
 // from localhost.
@@ -49,6 +50,15 @@ func NewCookie(publicURL string, d config.Delivery) Cookie {
 	if d != config.Redirect {
 		c.sameSite, c.secure = http.SameSiteNoneMode, true
 	}
+	return c
+}
+
+// FirstParty is the cookie spec of a session the start page opens (a
+// first-party form post, in auto or redirect delivery): SameSite=Lax, and
+// Secure only with an https public URL. Only the webhook's cross-site
+// login needs SameSite=None.
+func (c Cookie) FirstParty() Cookie {
+	c.sameSite, c.secure = http.SameSiteLaxMode, strings.HasPrefix(c.Name, "__Host-")
 	return c
 }
 
