@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // PublicKeys are the public halves of a keyset, as its JWKS publishes
@@ -74,6 +75,28 @@ func (pk *PublicKeys) VerifySignature(kid string, msg, sig []byte) error {
 		return fmt.Errorf("%w: unknown key %q", ErrBadSignature, kid)
 	}
 	return verifySignature(p, msg, sig)
+}
+
+// Verify checks raw as a token of kind k issued by iss for aud, at now,
+// with the same checks as Verifier.Verify (allowlisted algorithm of the key
+// named by kid, typ, iss, aud, exp, iat, jti, lifetime, strict decoding,
+// canonical ECDSA signatures), its keys from the JWKS: what an app that
+// holds only the service's JWKS can know of a token. A kid the set does not
+// hold is ErrUnknownKey; fetching the set again is the caller's business.
+func (pk *PublicKeys) Verify(k Kind, raw, iss, aud string, now time.Time) (*Claims, error) {
+	return verify(k, raw, iss, aud, now, func(kid string) (string, crypto.PublicKey, bool) {
+		p, ok := pk.keys[kid]
+		if !ok {
+			return "", nil, false
+		}
+		switch p.(type) {
+		case ed25519.PublicKey:
+			return AlgEdDSA, p, true
+		case *ecdsa.PublicKey:
+			return AlgES256, p, true
+		}
+		return "", nil, false
+	})
 }
 
 // verifySignature checks sig, made by Keyset.Sign, over msg with the

@@ -3,6 +3,7 @@
 package token
 
 import (
+	"crypto"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
@@ -251,6 +252,27 @@ var forbiddenHeaders = []string{"crit", "jku", "x5u", "jwk", "x5c", "x5t", "x5t#
 // Verify checks raw as a token of kind k and returns its claims. The error
 // wraps one of the Err* causes.
 func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
+	now := v.now()
+	return verify(k, raw, v.issuer, v.audience, now, func(kid string) (string, crypto.PublicKey, bool) {
+		key, ok := v.keys.cur.Load().lookup(kid, now)
+		if !ok && v.keys.reloadForKid(kid) {
+			// Another instance may sign with a key this one has not
+			// loaded yet.
+			key, ok = v.keys.cur.Load().lookup(kid, now)
+		}
+		if !ok {
+			return "", nil, false
+		}
+		return key.Alg, key.Public(), true
+	})
+}
+
+// keyLookup returns the algorithm and public key named by kid.
+type keyLookup func(kid string) (alg string, pub crypto.PublicKey, ok bool)
+
+// verify is every check of Verify, with the keys found by lookup: the
+// service's own keyset, or a JWKS (PublicKeys.Verify).
+func verify(k Kind, raw, iss, aud string, now time.Time, lookup keyLookup) (*Claims, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, ErrTooLarge
 	}
@@ -258,12 +280,11 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	c := &Claims{kind: k, maxTTL: maxTTL(k)}
-	now := v.now()
 	var cause error
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{AlgEdDSA, AlgES256}),
-		jwt.WithIssuer(v.issuer),
-		jwt.WithAudience(v.audience),
+		jwt.WithIssuer(iss),
+		jwt.WithAudience(aud),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(Leeway),
@@ -282,25 +303,20 @@ func (v *Verifier) Verify(k Kind, raw string) (*Claims, error) {
 			return nil, cause
 		}
 		kid, _ := t.Header["kid"].(string)
-		key, ok := v.keys.cur.Load().lookup(kid, now)
-		if !ok && v.keys.reloadForKid(kid) {
-			// Another instance may sign with a key this one has not
-			// loaded yet.
-			key, ok = v.keys.cur.Load().lookup(kid, now)
-		}
+		alg, pub, ok := lookup(kid)
 		if !ok {
 			cause = fmt.Errorf("%w: %q", ErrUnknownKey, kid)
 			return nil, cause
 		}
-		if t.Method.Alg() != key.Alg {
-			cause = fmt.Errorf("%w: %s for a %s key", ErrAlgorithm, t.Method.Alg(), key.Alg)
+		if t.Method.Alg() != alg {
+			cause = fmt.Errorf("%w: %s for a %s key", ErrAlgorithm, t.Method.Alg(), alg)
 			return nil, cause
 		}
-		if key.Alg == AlgES256 && !isLowS(t.Signature) {
+		if alg == AlgES256 && !isLowS(t.Signature) {
 			cause = fmt.Errorf("%w: non-canonical ECDSA signature", ErrSignature)
 			return nil, cause
 		}
-		return key.Public(), nil
+		return pub, nil
 	})
 	if err == nil {
 		return c, nil

@@ -214,11 +214,21 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 		{"ES256 high-s twin of a valid token", highS(t, ecKS), token.ErrSignature},
 	}
 	v := token.NewVerifier(ks, iss, aud, clock(t0))
+	// The same table runs against the verifier of an app that holds only
+	// the JWKS (the appsession package's).
+	fromJWKS := func(ks *token.Keyset) *token.PublicKeys {
+		pk, err := token.ParseJWKS(ks.JWKS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pk
+	}
+	pk, ecPK := fromJWKS(ks), fromJWKS(ecKS)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			verifier := v
+			verifier, keys := v, pk
 			if strings.HasPrefix(tc.name, "ES256 high-s") {
-				verifier = token.NewVerifier(ecKS, iss, aud, clock(t0))
+				verifier, keys = token.NewVerifier(ecKS, iss, aud, clock(t0)), ecPK
 			}
 			c, err := verifier.Verify(token.Impersonation, tc.raw)
 			if err == nil {
@@ -227,12 +237,22 @@ func TestVerifyRejectsAttacks(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Errorf("rejected with %v, want cause %v", err, tc.want)
 			}
+			c, err = keys.Verify(token.Impersonation, tc.raw, iss, aud, t0)
+			if err == nil {
+				t.Fatalf("accepted by the JWKS verifier: %+v", c)
+			}
+			if !errors.Is(err, tc.want) {
+				t.Errorf("JWKS verifier: rejected with %v, want cause %v", err, tc.want)
+			}
 		})
 	}
 	// The control: the untouched token verifies, so the table tests the
 	// attacks and not a broken verifier.
 	if _, err := v.Verify(token.Impersonation, good); err != nil {
 		t.Fatalf("control token rejected: %v", err)
+	}
+	if _, err := pk.Verify(token.Impersonation, good, iss, aud, t0); err != nil {
+		t.Fatalf("control token rejected by the JWKS verifier: %v", err)
 	}
 }
 
