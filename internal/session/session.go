@@ -340,6 +340,7 @@ type actorJSON struct {
 func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	sess, body, err := h.live(r)
 	if errors.Is(err, store.ErrNoSession) {
+		h.clearStale(w, r)
 		return httpx.Errorf(http.StatusUnauthorized, "no_session", nil)
 	}
 	if err != nil {
@@ -364,6 +365,18 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteEncoded(w, http.StatusOK, body)
 	return nil
+}
+
+// clearStale removes a session cookie that names no live session (ended,
+// revoked, lapsed, or not ours): the browser stops sending it, so an app
+// that verifies the cookie's signature alone stops impersonating too, and
+// the banner and the app agree. A request without the cookie gets no
+// Set-Cookie; a 503 (Redis down) never clears a cookie.
+func (h *Handlers) clearStale(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(h.cookie.Name); err == nil {
+		http.SetCookie(w, h.cookie.Clear())
+		w.Header().Set("Cache-Control", "no-store")
+	}
 }
 
 // encodeAnswer encodes sess's introspection answer (the cache keeps it
