@@ -91,7 +91,7 @@ func TestDemoInChromium(t *testing.T) {
 		t.Errorf("app says %q", who)
 	}
 	banner := browsertest.Get(t, ctx, 20*time.Second, chromedp.Poll[string](demoBanner+` || false`, chromedp.WithPollingTimeout(15*time.Second)))
-	if !strings.HasPrefix(banner, "You are viewing as 42, impersonated by ada@example.com · ends in 29:") {
+	if !strings.HasPrefix(banner, "You are viewing as Grace Hopper (42), impersonated by ada@example.com · ends in 29:") {
 		t.Errorf("banner = %q", banner)
 	}
 	writeShot(t, ctx, filepath.Join(shots, "demo-app.png"))

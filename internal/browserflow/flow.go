@@ -292,7 +292,7 @@ const controlCookie = "thirdparty_control"
 // the last for the admin panel's cross-site action call), and the app's
 // page, which learns who is signed in by forward-auth (GET
 // /impersonation/session from the server side with the browser's cookies)
-// and includes the banner.
+// and includes the banner, passing it the customer's name when impersonated.
 type App struct {
 	// Service is impersonator's base URL (http://127.0.0.1:port).
 	Service *url.URL
@@ -409,13 +409,13 @@ func (a *App) page(w http.ResponseWriter, r *http.Request) {
 var appPage = template.Must(template.New("app").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Customer app</title>
 <style>
-body{margin:0;padding-top:34px;font:14px/1.5 system-ui,sans-serif;background:#fafaf7;color:#222}
+body{margin:0;font:14px/1.5 system-ui,sans-serif;background:#fafaf7;color:#222}
 header{background:#0b6e4f;color:#fff;padding:10px 20px}
 main{max-width:700px;margin:24px auto;background:#fff;border-radius:6px;box-shadow:0 1px 3px #0002;padding:16px 20px}
 table{width:100%;border-collapse:collapse}td,th{text-align:left;padding:6px;border-top:1px solid #eee}
 .muted{color:#777}
 </style>
-<script src="/impersonation/banner.js" defer></script>
+<script src="/impersonation/banner.js"{{if .Who.Subject}} data-name="{{.Name}}"{{end}} defer></script>
 </head>
 <body>
 <header><b>Customer app</b></header>

@@ -146,7 +146,7 @@ func TestDeliveryInChromium(t *testing.T) {
 		impersonate(t, ctx, d, "")
 		landOnApp(t, ctx, d)
 		text := browsertest.Get(t, ctx, 20*time.Second, chromedp.Poll[string](bannerText+` || false`, chromedp.WithPollingTimeout(15*time.Second)))
-		if !strings.HasPrefix(text, "You are viewing as 42 (read-only), impersonated by ada@example.com · ends in 29:") {
+		if !strings.HasPrefix(text, "You are viewing as Grace Hopper (42) (read-only), impersonated by ada@example.com · ends in 29:") {
 			t.Errorf("banner = %q, want it to say read-only", text)
 		}
 		for _, e := range d.events() {
@@ -236,7 +236,7 @@ func seesImpersonation(t *testing.T, ctx context.Context, d *deployment) {
 		t.Fatalf("app page says %q, want it signed in as customer 42 by ada", who)
 	}
 	text := browsertest.Get(t, ctx, 20*time.Second, chromedp.Poll[string](bannerText+` || false`, chromedp.WithPollingTimeout(15*time.Second)))
-	if !strings.HasPrefix(text, "You are viewing as 42, impersonated by ada@example.com · ends in 29:") {
+	if !strings.HasPrefix(text, "You are viewing as Grace Hopper (42), impersonated by ada@example.com · ends in 29:") {
 		t.Errorf("banner = %q", text)
 	}
 	hist := browsertest.Get(t, ctx, 5*time.Second, chromedp.NavigationEntries())
