@@ -371,12 +371,20 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 // revoked, lapsed, or not ours): the browser stops sending it, so an app
 // that verifies the cookie's signature alone stops impersonating too, and
 // the banner and the app agree. A request without the cookie gets no
-// Set-Cookie; a 503 (Redis down) never clears a cookie.
+// Set-Cookie; a 503 (Redis down) never clears a cookie. With an http
+// public URL the webhook's cookie (Secure, SameSite=None) and the start
+// page's (Lax, not Secure) differ, and a browser may refuse a clearing
+// line of the other kind, so both lines are sent.
 func (h *Handlers) clearStale(w http.ResponseWriter, r *http.Request) {
-	if _, err := r.Cookie(h.cookie.Name); err == nil {
-		http.SetCookie(w, h.cookie.Clear())
-		w.Header().Set("Cache-Control", "no-store")
+	if _, err := r.Cookie(h.cookie.Name); err != nil {
+		return
 	}
+	clear := h.cookie.Clear()
+	http.SetCookie(w, clear)
+	if fp := h.cookie.FirstParty().Clear(); fp.Secure != clear.Secure {
+		http.SetCookie(w, fp)
+	}
+	w.Header().Set("Cache-Control", "no-store")
 }
 
 // encodeAnswer encodes sess's introspection answer (the cache keeps it
