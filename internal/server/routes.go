@@ -49,11 +49,12 @@ func addRoutes(r chi.Router, d Deps) {
 	forest := httpx.Adapter{Log: d.Log, Shape: action.ForestShape, OnPanic: panics}
 	plain := httpx.Adapter{Log: d.Log, Shape: httpx.JSONShape, OnPanic: panics}
 
-	// Public: liveness, readiness, keys, metrics.
+	// Public: liveness, readiness, keys, metrics, the API's description.
 	r.Group(func(r chi.Router) {
 		r.Get("/healthz", handleHealthz())
 		r.With(withTimeout(redisTimeout)).Method(http.MethodGet, "/readyz", plain.Handle(handleReadyz(d.Store)))
 		r.Get("/.well-known/jwks.json", handleJWKS(d.Keys))
+		r.Get("/openapi.yaml", handleOpenAPI())
 		if !s.MetricsElsewhere {
 			r.Method(http.MethodGet, "/metrics", MetricsHandler(m))
 		}

@@ -66,6 +66,7 @@ func TestRoutes(t *testing.T) {
 		"GET /.well-known/jwks.json",
 		"GET /healthz",
 		"GET /metrics",
+		"GET /openapi.yaml",
 		"GET /readyz",
 		"GET /impersonation/banner.js",
 		"GET /impersonation/session",
