@@ -23,25 +23,29 @@ import (
 
 const auditUsage = `Usage: impersonator audit list [--actor A] [--subject S] [--type T] [--since T] [--until T] [--limit N] [--format table|jsonl|csv]
        impersonator audit export [--since T] [--after STREAM_ID] [--follow]
-       impersonator audit verify [--keys-dir DIR | --jwks URL|FILE] [--witness FILE] [--checkpoint-interval D]
+       impersonator audit verify [--keys-dir DIR | --jwks URL|FILE] [--witness FILE]... [--checkpoint-interval D]
        impersonator audit accept --statement TEXT [--keys-dir DIR]
 
 list    events newest first (a readable table by default)
 export  JSON lines, oldest first, for a SIEM: each event with its "stream_id",
         each checkpoint as {"checkpoint":…} after the events it covers;
         --follow keeps streaming; --after resumes after a stream id
-accept  after an integrity alarm that is not tampering (every instance was down
-        while events were left uncovered): sign checkpoints over those events
-        with your statement of why; verify lists them. Never covers deleted
-        checkpoints. Needs the signing keys.
+accept  after an integrity alarm you have looked into: appends an audit.accepted
+        event with your statement, then signs checkpoints over the uncovered
+        events (and it) carrying the statement; verify lists them. Running
+        instances lower their sticky alarm at their next checkpoint interval.
+        Never covers deleted checkpoints. Needs the signing keys.
 verify  checks every event against the signed checkpoints; exit status 0
         only when intact, 3 when tampered with, 4 when it cannot finish
         (a checkpoint signed by a key the verifier lacks)
 
 Reads the service's Redis directly (REDIS_URL). verify checks signatures with
 the public halves of the keys in IMPERSONATOR_KEYS_DIR (--keys-dir), or with
-the service's published JWKS alone (--jwks). --witness compares the chain
-with an export (or the service's JSON log) kept outside Redis.
+the service's published JWKS alone (--jwks). --witness (repeatable) compares
+the chain with what was seen outside Redis: an export, the service's JSON log,
+or a witness file; IMPERSONATOR_AUDIT_WITNESS, when set, is read too. Without
+a witness, a full rewrite by someone with write access to Redis cannot be
+detected.
 Times are RFC 3339 (2026-11-25T10:00:00Z).
 `
 
@@ -82,7 +86,11 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	keysDir := fs.String("keys-dir", defKeys, "verify: folder of the signing keys")
 	jwks := fs.String("jwks", "", "verify: the service's JWKS (URL or file) instead of the keys folder")
-	witness := fs.String("witness", "", "verify: an export or log kept outside Redis")
+	var witnesses []string
+	fs.Func("witness", "verify: an export, JSON log or witness file kept outside Redis (repeatable)", func(v string) error {
+		witnesses = append(witnesses, v)
+		return nil
+	})
 	statement := fs.String("statement", "", "accept: why the uncovered events are genuine (signed into the checkpoints)")
 	interval := fs.Duration("checkpoint-interval", envDuration(getenv, "IMPERSONATOR_CHECKPOINT_INTERVAL", time.Minute), "verify: the service's checkpoint interval")
 	if err := parseFlags(fs, args[1:], auditUsage, stdout); err != nil {
@@ -109,16 +117,23 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		if keys, err = verifierFor(ctx, *keysDir, *jwks); err != nil {
 			return err
 		}
-		if *witness != "" {
-			f, err := os.Open(*witness)
+		if p := getenv("IMPERSONATOR_AUDIT_WITNESS"); p != "" {
+			witnesses = append(witnesses, p)
+		}
+		for _, p := range witnesses {
+			f, err := os.Open(p)
 			if err != nil {
-				return err
+				return fmt.Errorf("witness: %w", err)
 			}
-			wit, err = audit.ReadWitness(f)
+			w, err := audit.ReadWitness(f)
 			f.Close()
 			if err != nil {
-				return fmt.Errorf("witness %s: %w", *witness, err)
+				return fmt.Errorf("witness %s: %w", p, err)
 			}
+			wit = append(wit, w...)
+		}
+		if len(witnesses) == 0 {
+			fmt.Fprintln(stderr, "note:", audit.NoWitnessNote)
 		}
 	}
 	var signer *token.Keyset
@@ -137,16 +152,18 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	defer st.Close()
 	log := audit.NewLog(st, time.Now)
 	if args[0] == "accept" {
-		sums, err := log.Accept(ctx, signer, *statement)
+		by := audit.Actor{ID: "operator"}
+		if u := getenv("USER"); u != "" {
+			by.ID = "operator:" + u
+		}
+		sums, err := log.Accept(ctx, signer, *statement, by)
 		for _, s := range sums {
 			fmt.Fprintf(stdout, "checkpoint %d covers %s..%s (%d events), accepted\n", s.Seq, s.First, s.Last, s.Events)
 		}
 		if err != nil {
 			return err
 		}
-		if len(sums) == 0 {
-			fmt.Fprintln(stdout, "nothing to accept: every event is covered")
-		}
+		fmt.Fprintln(stdout, "running instances lower their integrity alarm at their next checkpoint interval")
 		return nil
 	}
 	switch args[0] {

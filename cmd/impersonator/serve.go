@@ -129,7 +129,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log.Info("signing keys loaded", "signer", keys.Signer(), "count", len(keys.Keys()))
 
+	// What this instance sees of the audit chain, recovered from the
+	// witness file across a restart (README, "Audit log").
+	memory, err := audit.OpenMemory(cfg.AuditWitness)
+	if err != nil {
+		return fmt.Errorf("IMPERSONATOR_AUDIT_WITNESS: %w", err)
+	}
 	metrics := server.NewMetrics(nil)
+	metrics.SetAlarm(memory.Alarm() != "")
 	sessionCache := session.NewCache(cfg.SessionIdle)
 	policies := action.NewPolicyHolder(policy)
 	handler := server.New(server.Deps{
@@ -143,6 +150,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Now:          now,
 		Policies:     policies,
 		Metrics:      metrics,
+		AuditMemory:  memory,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -164,7 +172,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	var bgNotify func(ctx context.Context, done chan<- struct{})
 	auditLog := audit.NewLog(st, now)
 	cp := audit.Checkpointer{Log: log, Signer: keys, Interval: cfg.CheckpointInterval, Retention: cfg.AuditRetention,
-		Alarm: metrics.SetAlarm}
+		Memory: memory, Alarm: metrics.SetAlarm}
 	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: now}, Now: now, Unused: metrics.CountUnused})
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),

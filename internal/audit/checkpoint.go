@@ -122,6 +122,24 @@ func (c Checkpoint) Summary() Summary {
 	return Summary{Seq: c.Seq, Digest: c.Digest(), First: c.First, Last: c.Last, Time: c.Time, Events: len(c.Leaves), Accepted: c.Accepted}
 }
 
+// timeTolerance is how far an event's time may be from its stream id's
+// time. The event's time is taken by the service, its stream id by Redis,
+// each from its own clock: the difference is the append's latency plus the
+// clocks' skew.
+const timeTolerance = 2 * time.Second
+
+// timeIsID reports whether e's stored time is the time of its stream id: an
+// event appended again (with a new id) keeps its old time.
+func timeIsID(e Entry) bool {
+	d := e.Event.Time.Sub(streamTime(e.StreamID))
+	return d <= timeTolerance && d >= -timeTolerance
+}
+
+func timeProblem(e Entry) string {
+	return fmt.Sprintf("its time %s is not the time of its stream id (%s): it was appended again, or its time was changed",
+		e.Event.Time.UTC().Format(time.RFC3339Nano), streamTime(e.StreamID).UTC().Format(time.RFC3339Nano))
+}
+
 // streamTime is the Redis server time a stream id was appended at.
 func streamTime(id string) time.Time {
 	ms, _, _ := strings.Cut(id, "-")
@@ -179,6 +197,11 @@ func (l *Log) writeCheckpoint(ctx context.Context, signer Signer, maxAge time.Du
 		}
 	}
 	for _, r := range recs {
+		if accepted == "" {
+			if e := decodeEntry(r); !timeIsID(e) {
+				return nil, fmt.Errorf("%w: refusing to cover event %s: %s", ErrIntegrity, r.ID, timeProblem(e))
+			}
+		}
 		c.Leaves = append(c.Leaves, Leaf{ID: r.ID, Hash: leafHash(r.ID, r.Raw)})
 	}
 	c.First, c.Last = recs[0].ID, recs[len(recs)-1].ID
@@ -228,27 +251,61 @@ func (l *Log) CatchUp(ctx context.Context, signer Signer, maxAge time.Duration) 
 	}
 }
 
+// MaxStatementBytes bounds an accept's statement (it is the reason of its
+// audit.accepted event, whose cap is the same).
+const MaxStatementBytes = MaxReasonBytes
+
 // Accept covers, under an operator's statement, the events the
-// checkpointer refuses to sign because they are older than twice its
-// interval and no checkpoint covers them (after every instance was down
-// with events left uncovered, say). Each checkpoint it writes carries the
-// statement, signed; verify reports them. It never accepts a chain shorter
-// than its seal: deleted checkpoints stay reported.
-func (l *Log) Accept(ctx context.Context, signer Signer, statement string) ([]Summary, error) {
+// checkpointer refuses to sign: events older than twice its interval that
+// no checkpoint covers (after every instance was down with events left
+// uncovered, say), or a chain an instance no longer finds what it saw in
+// (after the operator looked at what `audit verify` and the witness say).
+// It first appends an audit.accepted event by `by` with the statement as
+// its reason, then signs checkpoints that carry the statement and cover
+// that event: the pair is what clears the running instances' sticky alarm
+// at their next interval. Verify reports those checkpoints. It never
+// accepts a chain shorter than its seal: deleted checkpoints stay reported.
+func (l *Log) Accept(ctx context.Context, signer Signer, statement string, by Actor) ([]Summary, error) {
 	if statement == "" {
-		return nil, errors.New("audit: accepting uncovered events needs a statement of why")
+		return nil, errors.New("audit: accepting needs a statement of why")
+	}
+	if len(statement) > MaxStatementBytes {
+		return nil, fmt.Errorf("audit: the statement is longer than %d bytes", MaxStatementBytes)
 	}
 	var out []Summary
-	for {
-		sum, err := l.writeCheckpoint(ctx, signer, 0, statement)
-		if errors.Is(err, ErrCheckpointRace) {
-			continue
-		}
-		if err != nil || sum == nil {
+	// An ordinary checkpoint may cover the event first (an instance's
+	// interval falls between the append and the signing): then append
+	// another, so the accept's own checkpoint covers one.
+	for range 3 {
+		enc, err := Encoder{Now: l.now}.Encode(Event{Type: AuditAccepted, Actor: by, Reason: statement,
+			Detail: "integrity alarm accepted by an operator (impersonator audit accept)"})
+		if err != nil {
 			return out, err
 		}
-		out = append(out, *sum)
+		id, err := l.st.Append(ctx, enc)
+		if err != nil {
+			return out, fmt.Errorf("audit: append the accept: %w", err)
+		}
+		covered := false
+		for {
+			sum, err := l.writeCheckpoint(ctx, signer, 0, statement)
+			if errors.Is(err, ErrCheckpointRace) {
+				continue
+			}
+			if err != nil {
+				return out, err
+			}
+			if sum == nil {
+				break
+			}
+			out = append(out, *sum)
+			covered = covered || !StreamLess(id, sum.First) && !StreamLess(sum.Last, id)
+		}
+		if covered {
+			return out, nil
+		}
 	}
+	return out, errors.New("audit: the accept event kept being covered by ordinary checkpoints; run audit accept again")
 }
 
 // Checkpointer writes checkpoints every Interval and applies Retention.
@@ -257,15 +314,22 @@ type Checkpointer struct {
 	Signer    Signer
 	Interval  time.Duration
 	Retention time.Duration // 0: keep everything
-	// Alarm is set to true while the checkpointer refuses to sign
-	// (ErrIntegrity), false once it signs again.
+	// Memory is what this instance has seen of the chain (OpenMemory). Its
+	// alarm is sticky: once raised, the checkpointer signs nothing until an
+	// operator's `impersonator audit accept`. Nil: no memory, and the alarm
+	// lowers itself once the checkpointer can sign again.
+	Memory *Memory
+	// Keys verify the checkpoints Memory reads; nil: Signer, when it can.
+	Keys SignatureVerifier
+	// Alarm is set to true while the integrity alarm is raised, false
+	// otherwise, at every interval.
 	Alarm func(bool)
 }
 
 // Run writes checkpoints until ctx ends. Each checkpoint goes to the service
 // log as a structured record: a witness outside Redis (audit verify
-// --witness). It never blocks an append: it only reads the audit stream and
-// writes to the checkpoint stream.
+// --witness); with a witness file, there too. It never blocks an append: it
+// only reads the audit stream and writes to the checkpoint stream.
 func (cp Checkpointer) Run(ctx context.Context, l *Log) {
 	t := time.NewTicker(cp.Interval)
 	defer t.Stop()
@@ -279,8 +343,43 @@ func (cp Checkpointer) Run(ctx context.Context, l *Log) {
 	}
 }
 
-// Once writes the checkpoints due now, logs each, and applies retention.
+func (cp Checkpointer) keys() SignatureVerifier {
+	if cp.Keys != nil {
+		return cp.Keys
+	}
+	k, _ := cp.Signer.(SignatureVerifier)
+	return k
+}
+
+// remember checks Redis's chain against the memory (see Memory.check).
+func (cp Checkpointer) remember(ctx context.Context, l *Log) {
+	keys := cp.keys()
+	if cp.Memory == nil || keys == nil {
+		return
+	}
+	if err := cp.Memory.check(ctx, l, keys, cp.Retention, cp.Log); err != nil && ctx.Err() == nil {
+		cp.Log.Error("audit: cannot compare the checkpoint chain with what this instance saw; trying again next interval", "error", err)
+	}
+}
+
+func (cp Checkpointer) setAlarm(on bool) {
+	if cp.Alarm != nil {
+		cp.Alarm(on)
+	}
+}
+
+// Once checks the chain against what this instance saw, writes the
+// checkpoints due now, logs each, and applies retention. While the alarm
+// is raised it only logs it, every interval.
 func (cp Checkpointer) Once(ctx context.Context, l *Log) {
+	cp.remember(ctx, l)
+	if cp.Memory != nil {
+		if problem := cp.Memory.Alarm(); problem != "" {
+			cp.Log.Error("AUDIT INTEGRITY ALARM: the checkpointer signs nothing until an operator runs `impersonator audit accept --statement …`; see `impersonator audit verify`", "problem", problem)
+			cp.setAlarm(true)
+			return
+		}
+	}
 	sums, err := l.CatchUp(ctx, cp.Signer, 2*cp.Interval)
 	for _, s := range sums {
 		cp.Log.Info("audit checkpoint", "checkpoint", s)
@@ -288,16 +387,20 @@ func (cp Checkpointer) Once(ctx context.Context, l *Log) {
 	switch {
 	case errors.Is(err, ErrIntegrity):
 		cp.Log.Error("AUDIT INTEGRITY ALARM: the checkpointer refuses to sign; run `impersonator audit verify`", "error", err)
-		if cp.Alarm != nil {
-			cp.Alarm(true)
+		if cp.Memory != nil {
+			cp.Memory.raise(ctx, l, err.Error(), cp.Log)
 		}
+		cp.setAlarm(true)
 		return
 	case err != nil && ctx.Err() == nil:
 		cp.Log.Error("audit checkpoint failed; events since the last checkpoint stay uncovered until the next try", "error", err)
 		return
 	}
-	if cp.Alarm != nil && err == nil {
-		cp.Alarm(false)
+	if len(sums) > 0 {
+		cp.remember(ctx, l) // what it wrote
+	}
+	if err == nil {
+		cp.setAlarm(cp.Memory != nil && cp.Memory.Alarm() != "")
 	}
 	if cp.Retention > 0 {
 		if n, err := l.Trim(ctx, cp.Retention); err != nil && ctx.Err() == nil {

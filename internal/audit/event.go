@@ -32,10 +32,15 @@ const (
 	// Viewed: someone read an impersonation history (the Forest action
 	// Impersonation history), or was refused it.
 	Viewed Type = "audit.viewed"
+	// AuditAccepted (README, "Audit log"): an operator's `impersonator
+	// audit accept`, with the statement as its reason. The checkpoint that
+	// covers it carries the same statement, signed; that pair is what
+	// clears a running instance's integrity alarm.
+	AuditAccepted Type = "audit.accepted"
 )
 
 // Types lists every event type, in the order of the contract.
-var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked, ConsentGranted, ConsentWithdrawn, Viewed}
+var Types = []Type{Minted, Denied, Redeemed, Rejected, Ended, Revoked, ConsentGranted, ConsentWithdrawn, Viewed, AuditAccepted}
 
 // Valid reports whether t is one of the contract's event types.
 func (t Type) Valid() bool {

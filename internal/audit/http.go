@@ -94,13 +94,30 @@ func writePage(w http.ResponseWriter, page any, err error) error {
 }
 
 // VerifyHandler answers GET /v1/audit/verify with the verification Report:
-// 200 when the log is intact, 409 when it was tampered with, 200 with "ok":
-// false when verification could not finish (an unknown key).
-func VerifyHandler(l *Log, keys SignatureVerifier, o VerifyOptions) httpx.HandlerFunc {
+// 200 when the log is intact, 409 when it was tampered with or this
+// instance's integrity alarm is raised (m, when not nil: what it saw is the
+// witness, and its alarm is named), 200 with "ok": false when verification
+// could not finish (an unknown key).
+func VerifyHandler(l *Log, keys SignatureVerifier, o VerifyOptions, m *Memory) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if m != nil {
+			wit, err := m.Witness()
+			if err != nil {
+				return httpx.Unavailable(err)
+			}
+			o.Witness = append(wit, o.Witness...)
+		}
 		rep, err := l.Verify(r.Context(), keys, o)
 		if err != nil {
 			return httpx.Unavailable(err)
+		}
+		if m != nil {
+			if rep.Alarm = m.Alarm(); rep.Alarm != "" {
+				rep.OK, rep.Tampered = false, true
+				if rep.Problem == "" {
+					rep.Problem = "integrity alarm: " + rep.Alarm
+				}
+			}
 		}
 		status := http.StatusOK
 		if rep.Tampered {

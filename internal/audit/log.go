@@ -30,6 +30,8 @@ type Stream interface {
 	AppendCheckpoint(ctx context.Context, prevID string, seq int64, raw []byte) (bool, error)
 	Trim(ctx context.Context, eventsMinID, checkpointsMinID string) (int64, error)
 	Sealed(ctx context.Context) (int64, error)
+	// Append appends one event (audit accept's own).
+	Append(ctx context.Context, ev Encoded) (string, error)
 }
 
 // Log reads the audit stream and keeps its checkpoints.

@@ -45,7 +45,16 @@ type Report struct {
 	FirstBad   string `json:"first_bad_event,omitempty"`
 	FirstBadID string `json:"first_bad_event_id,omitempty"`
 	Problem    string `json:"problem,omitempty"`
+	// Alarm: the answering instance's integrity alarm (GET
+	// /v1/audit/verify), raised when Redis's chain stopped holding what it
+	// saw; it stays until `impersonator audit accept`.
+	Alarm string `json:"integrity_alarm,omitempty"`
+	// Note says what this verification could not see.
+	Note string `json:"note,omitempty"`
 }
+
+// NoWitnessNote is the Report's note when no witness was given.
+const NoWitnessNote = "no witness was given (--witness FILE or IMPERSONATOR_AUDIT_WITNESS): a full rewrite of the log by someone with write access to Redis cannot be detected without one"
 
 // VerifyOptions tune Verify.
 type VerifyOptions struct {
@@ -70,6 +79,9 @@ func (l *Log) Verify(ctx context.Context, keys SignatureVerifier, o VerifyOption
 	r.OK = r.Problem == ""
 	if !r.OK {
 		r.Uncovered = 0
+	}
+	if len(o.Witness) == 0 {
+		r.Note = NoWitnessNote
 	}
 	return r, nil
 }
@@ -160,10 +172,14 @@ func (v *verifier) run(ctx context.Context, o VerifyOptions) error {
 		if oldest == "" {
 			oldest = e.StreamID
 		}
+		if !timeIsID(e) {
+			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("event %s is not checkpointed yet, and %s", e.StreamID, timeProblem(e)))
+			return false
+		}
 		v.r.Uncovered++
 		return true
 	})
-	if err != nil {
+	if err != nil || v.r.Problem != "" {
 		return err
 	}
 	if o.MaxUncovered > 0 && oldest != "" && streamTime(oldest).Before(v.l.now().Add(-o.MaxUncovered)) {
@@ -246,6 +262,12 @@ func (v *verifier) checkpoint(ctx context.Context, c storedCheckpoint, first boo
 			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("event %s does not match its checkpoint (modified)", e.StreamID))
 			return false
 		}
+		// An operator's accept signed the events as they are; the others
+		// were appended with the time of their stream id.
+		if c.Accepted == "" && !timeIsID(e) {
+			v.tamper(e.StreamID, e.Event.ID, fmt.Sprintf("event %s, covered by checkpoint %d: %s", e.StreamID, c.Seq, timeProblem(e)))
+			return false
+		}
 		next++
 		v.r.Verified++
 		return next < len(c.Leaves)
@@ -280,18 +302,28 @@ func splitID(id string) (uint64, uint64) {
 }
 
 // ReadWitness reads the checkpoints a witness saw: the JSON lines of `audit
-// export` ({"checkpoint":{…}} lines among the events) or of the service log
-// (records whose "checkpoint" attribute is a checkpoint summary). Other
-// lines are skipped.
+// export` ({"checkpoint":{…}} lines among the events), of the service log
+// (records whose "checkpoint" attribute is a checkpoint summary), or of a
+// witness file (IMPERSONATOR_AUDIT_WITNESS). Other lines are skipped. In a
+// witness file, an accept that replaced the chain the instance had seen
+// ({"cleared":{…,"abandoned":true}}) starts the witness over: the operator
+// accepted the new chain, whose accepted checkpoints verify reports.
 func ReadWitness(r io.Reader) ([]Summary, error) {
 	var out []Summary
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		var line struct {
-			Checkpoint *Summary `json:"checkpoint"`
+			Checkpoint *Summary       `json:"checkpoint"`
+			Cleared    *witnessAccept `json:"cleared"`
 		}
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Checkpoint == nil || line.Checkpoint.Digest == "" {
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		if line.Cleared != nil && line.Cleared.Abandoned {
+			out = out[:0]
+		}
+		if line.Checkpoint == nil || line.Checkpoint.Digest == "" {
 			continue
 		}
 		out = append(out, *line.Checkpoint)

@@ -107,6 +107,7 @@ type Config struct {
 	LogLevel           slog.Level
 	CheckpointInterval time.Duration
 	AuditRetention     time.Duration // 0: keep everything
+	AuditWitness       string        // IMPERSONATOR_AUDIT_WITNESS: the witness file; "": none
 	MetricsListen      string        // empty: /metrics on the main listener
 	ReplicaAck         time.Duration // wait for a replica's ack this long; 0: off
 	SessionUnused      time.Duration // a session never presented within it is ended
@@ -150,6 +151,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
 	{"IMPERSONATOR_CHECKPOINT_INTERVAL", "checkpoint-interval", "1m", "how often signed audit checkpoints are written (1s to 1h)"},
 	{"IMPERSONATOR_AUDIT_RETENTION", "audit-retention", "0", "audit events older than this are trimmed, whole checkpointed ranges only; 0 keeps everything"},
+	{"IMPERSONATOR_AUDIT_WITNESS", "audit-witness", "", "file each checkpoint is appended to, outside Redis (JSON lines, fsynced); recovered at restart"},
 	{"IMPERSONATOR_METRICS_LISTEN", "metrics-listen", "", "host:port of a separate listener for /metrics (default: /metrics on the main listener)"},
 	{"IMPERSONATOR_REDIS_REPLICA_ACK", "redis-replica-ack", "100ms", "how long a write waits for a Redis replica to acknowledge it (at most 5s); 0: do not wait"},
 	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s)"},
@@ -358,6 +360,7 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 	if v := get("IMPERSONATOR_AUDIT_RETENTION"); v != "0" {
 		c.AuditRetention = dur("IMPERSONATOR_AUDIT_RETENTION", time.Hour, 0)
 	}
+	c.AuditWitness = get("IMPERSONATOR_AUDIT_WITNESS")
 	if c.MetricsListen = get("IMPERSONATOR_METRICS_LISTEN"); c.MetricsListen != "" {
 		if err := checkHostPort(c.MetricsListen); err != nil {
 			bad("IMPERSONATOR_METRICS_LISTEN", "%v", err)

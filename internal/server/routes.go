@@ -159,7 +159,7 @@ func addRoutes(r chi.Router, d Deps) {
 			plain.Handle(audit.HistoryHandler(auditLog, session.PathSubject, liveSession(d.Store))))
 		// Verification reads the whole log: a longer bound (the CLI has none).
 		r.With(withTimeout(verifyTimeout)).Method(http.MethodGet, "/audit/verify",
-			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval})))
+			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval}, d.AuditMemory)))
 	})
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

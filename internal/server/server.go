@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/impersonator/impersonator/internal/action"
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/session"
@@ -81,6 +82,9 @@ type Deps struct {
 	// SessionCache, when set (and running), serves live sessions from
 	// memory, invalidated through Redis pub/sub; nil checks Redis always.
 	SessionCache *session.Cache
+	// AuditMemory, when set, is what the checkpointer has seen of the
+	// chain: /v1/audit/verify uses it as a witness and names its alarm.
+	AuditMemory *audit.Memory
 }
 
 // New returns the service's handler.
