@@ -1,27 +1,19 @@
 package nginxtest
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/impersonator/impersonator/internal/proxytest"
 )
 
 // configFile is the shipped nginx configuration, relative to the module root.
@@ -53,7 +45,7 @@ var notImpersonating = seen{}
 // the app; a read-only refusal is an HTML page; the app's own failures are
 // not replayed; and no token reaches nginx's logs.
 func TestReadmeForwardAuth(t *testing.T) {
-	root := moduleRoot(t)
+	root := proxytest.ModuleRoot(t)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +97,10 @@ func TestReadmeForwardAuth(t *testing.T) {
 	block = strings.ReplaceAll(block, readmeService, svcAddr)
 	block = strings.ReplaceAll(block, readmeApp, app.Listener.Addr().String())
 
-	bin := buildService(t, root)
+	bin := proxytest.BuildService(t, root)
 	ngx := Start(t, ngxAddr, block)
-	// 48 hex characters and 16 others: a secret needs 16 distinct
-	// characters, which 48 random hex digits miss now and then.
-	secret := randomHex(t, 24) + "ghijklmnopqrstuv"
-	svc := startService(t, bin, svcAddr, map[string]string{
+	secret := proxytest.Secret(t)
+	svc := proxytest.StartService(t, bin, svcAddr, map[string]string{
 		"REDIS_URL":                 "",
 		"IMPERSONATOR_LISTEN":       svcAddr,
 		"IMPERSONATOR_PUBLIC_URL":   ngx.URL,
@@ -121,11 +111,11 @@ func TestReadmeForwardAuth(t *testing.T) {
 		"IMPERSONATOR_LOG_LEVEL":    "warn",
 		"IMPERSONATOR_LOGIN_RATE":   "0",
 		"IMPERSONATOR_SESSION_TTL":  "30m",
-		"IMPERSONATOR_ADMIN_TOKENS": adminToken,
+		"IMPERSONATOR_ADMIN_TOKENS": proxytest.AdminToken,
 	})
 
-	impToken := mint(t, "http://"+svcAddr, secret, "")
-	cookie := login(t, ngx.URL, impToken)
+	impToken := proxytest.Mint(t, "http://"+svcAddr, secret, "")
+	cookie := proxytest.Login(t, ngx.URL, impToken)
 
 	client := &http.Client{
 		Timeout:       25 * time.Second,
@@ -216,7 +206,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 			}
 		})
 		t.Run("read-only impersonation: reads pass, changes are refused", func(t *testing.T) {
-			ro := login(t, ngx.URL, mint(t, "http://"+svcAddr, secret, "Read only"))
+			ro := proxytest.Login(t, ngx.URL, proxytest.Mint(t, "http://"+svcAddr, secret, "Read only"))
 			status, body := send(t, http.MethodGet, "/account", request{cookie: true, inject: true, roCookie: ro})
 			var got seen
 			if status != http.StatusOK || json.Unmarshal(body, &got) != nil {
@@ -246,16 +236,16 @@ func TestReadmeForwardAuth(t *testing.T) {
 	})
 
 	t.Run("revoked session: not impersonating", func(t *testing.T) {
-		c := login(t, ngx.URL, mint(t, "http://"+svcAddr, secret, ""))
+		c := proxytest.Login(t, ngx.URL, proxytest.Mint(t, "http://"+svcAddr, secret, ""))
 		run(t, []request{{name: "live", cookie: true, roCookie: c, want: impersonating}})
-		revoke(t, "http://"+svcAddr, c)
+		proxytest.Revoke(t, "http://"+svcAddr, c)
 		run(t, []request{
 			{name: "revoked", cookie: true, roCookie: c, want: notImpersonating},
 			{name: "revoked, injected headers", cookie: true, inject: true, roCookie: c, want: notImpersonating},
 		})
 	})
 
-	svc.stop()
+	svc.Stop()
 	whileDown := append([]request{
 		{name: "cookie", cookie: true, want: notImpersonating},
 		{name: "cookie, injected headers", cookie: true, inject: true, want: notImpersonating},
@@ -264,7 +254,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 
 	// Redis down: the session endpoint answers 503. A stub on the service's
 	// address plays it (the embedded Redis cannot fail on its own).
-	stub(t, svcAddr, func(w http.ResponseWriter, r *http.Request) {
+	proxytest.Stub(t, svcAddr, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":"unavailable"}`)
@@ -277,7 +267,7 @@ func TestReadmeForwardAuth(t *testing.T) {
 	// cookie never waits on it (no connection at all); one with the cookie
 	// is not impersonating past the configuration's proxy_read_timeout
 	// (3s), rather than nginx's default 60s wait.
-	hung(t, svcAddr, func(accepted *atomic.Int32) {
+	proxytest.Hung(t, svcAddr, func(accepted *atomic.Int32) {
 		t.Run("impersonator hung", func(t *testing.T) {
 			fast := func(t *testing.T, n int) {
 				t.Helper()
@@ -355,296 +345,4 @@ func TestReadmeForwardAuth(t *testing.T) {
 			}
 		}
 	})
-}
-
-// moduleRoot walks up from the working directory to the go.mod.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func buildService(t *testing.T, root string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "impersonator")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/impersonator")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/impersonator: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type service struct {
-	once sync.Once
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// stop kills the service (as a crash or an operator would) and waits for it.
-func (s *service) stop() {
-	s.once.Do(func() {
-		s.cmd.Process.Kill()
-		<-s.done
-	})
-}
-
-// startService runs the service binary with env (and none of the caller's
-// service variables), waits for /healthz and kills it at cleanup.
-func startService(t *testing.T, bin, addr string, env map[string]string) *service {
-	t.Helper()
-	cmd := exec.Command(bin, "serve")
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "IMPERSONATOR_") || strings.HasPrefix(k, "FOREST_") || k == "REDIS_URL" {
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	logName := filepath.Join(t.TempDir(), "impersonator.log")
-	logFile, err := os.Create(logName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatal(err)
-	}
-	s := &service{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		logFile.Close()
-		close(s.done)
-	}()
-	t.Cleanup(s.stop)
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		res, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("impersonator exited at start:\n%s", readFile(logName))
-		case <-time.After(25 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("impersonator not healthy on %s:\n%s", addr, readFile(logName))
-		}
-	}
-}
-
-// mint runs the Forest Impersonate action on users 42 as ada@example.com
-// and returns the impersonation token of the redirect answer.
-func mint(t *testing.T, base, secret, access string) string {
-	t.Helper()
-	admin, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"id": "1001", "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace",
-		"team": "Support", "role": "Admin", "permissionLevel": "admin", "renderingId": 1,
-		"exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := `{"data":{"type":"custom-action-requests","attributes":{"collection_name":"users","ids":["42"],` +
-		`"values":{"Reason":"ticket 4242: nginx forward-auth test"` + accessValue(access) + `},"all_records":false,"smart_action_id":"users-impersonate"}}}`
-	req, err := http.NewRequest(http.MethodPost, base+"/forest/actions/impersonate", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+admin)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	var answer struct {
-		RedirectTo string `json:"redirectTo"`
-	}
-	if err := json.Unmarshal(raw, &answer); err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("mint: %d %s", res.StatusCode, raw)
-	}
-	_, tok, ok := strings.Cut(answer.RedirectTo, "#token=")
-	if !ok || tok == "" {
-		t.Fatalf("mint: redirectTo %q has no #token=", answer.RedirectTo)
-	}
-	return tok
-}
-
-// login posts the token through nginx as the start page does and returns
-// the session cookie.
-func login(t *testing.T, base, tok string) *http.Cookie {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/impersonation/login", strings.NewReader(url.Values{"token": {tok}}.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", base)
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login through nginx: %d %s", res.StatusCode, raw)
-	}
-	for _, c := range res.Cookies() {
-		if c.Name == "impersonation_session" && c.Value != "" {
-			return c
-		}
-	}
-	t.Fatalf("login through nginx set no session cookie: %v", res.Header.Values("Set-Cookie"))
-	return nil
-}
-
-// stub serves h on addr (the stopped service's address) while during runs.
-func stub(t *testing.T, addr string, h http.HandlerFunc, during func()) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 { // the killed service's socket may take a moment to go
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("listen on the service's address: %v", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("stub: %v", err)
-		}
-	}()
-	during()
-}
-
-// accessValue is the action's Access value, when one is chosen.
-func accessValue(access string) string {
-	if access == "" {
-		return ""
-	}
-	return `,"Access":"` + access + `"`
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b) // 64 letters: 16 distinct, as serve requires
-}
-
-// adminToken is the service's IMPERSONATOR_ADMIN_TOKENS in these tests.
-const adminToken = "nginxtest-admin-token-0123456789abcdefghij"
-
-// revoke revokes the session of c through the admin API, as
-// `impersonator sessions revoke` does.
-func revoke(t *testing.T, base string, c *http.Cookie) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, base+"/impersonation/session", nil)
-	req.AddCookie(c)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct {
-		SessionID string `json:"session_id"`
-	}
-	err = json.NewDecoder(res.Body).Decode(&s)
-	res.Body.Close()
-	if err != nil || s.SessionID == "" {
-		t.Fatalf("session: %d %v", res.StatusCode, err)
-	}
-	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/sessions/"+s.SessionID, nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	res, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusNoContent {
-		t.Fatalf("revoke: %d, want 204", res.StatusCode)
-	}
-}
-
-// hung listens on addr (the stopped service's address), accepts every
-// connection and never reads from nor answers it, while during runs;
-// during gets the count of accepted connections.
-func hung(t *testing.T, addr string, during func(accepted *atomic.Int32)) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 { // the killed service's socket may take a moment to go
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("listen on the service's address: %v", err)
-	}
-	var accepted atomic.Int32
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
-	during(&accepted)
 }
