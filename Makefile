@@ -24,11 +24,11 @@ build: ## build the binary into bin/
 	$(GO) build -trimpath -o $(BIN) ./cmd/impersonator
 
 .PHONY: test
-test: test-deps ## run every test: embedded Redis, real redis-server, Cluster and Sentinel, nginx, headless Chromium
+test: test-deps ## run every test: embedded Redis, real redis-server, Cluster and Sentinel, nginx, Caddy, headless Chromium and Firefox
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: test-deps
-test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium, nginx)
+test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium, nginx, caddy, firefox-esr)
 	@scripts/test-deps
 
 .PHONY: bench
