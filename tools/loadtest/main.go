@@ -3,7 +3,10 @@
 // possible way to do the same job: a bare chi JSON handler for HTTP itself,
 // one Ed25519 signature and one Redis SET NX PX for a mint, one Ed25519
 // verify, one GETDEL and one signature for a redeem, one Redis GET for a
-// session check. The floors are served by this process, on the same machine
+// session check. The mint and redeem floors each have a durable variant
+// whose Redis work is one script: the state change (SET NX PX, GETDEL) and
+// an XADD of an audit event of the service's size, as the service's scripts
+// append theirs. The floors are served by this process, on the same machine
 // and the same redis-server as the service, and driven by the same load
 // generator, so each ratio says how much the service adds on top, here and
 // now.
@@ -33,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -690,17 +694,49 @@ type floors struct {
 	prefix     string // every key, away from the service's {impersonator}
 	seq        atomic.Int64
 	batch      atomic.Int64
+	// The durable floors' scripts and the events they append: a real
+	// impersonation.minted and impersonation.redeemed event's bytes.
+	mintScript, redeemScript *redis.Script
+	events                   durableEvents
 }
+
+// durableEvents are the events the durable floors append, and where their
+// bytes come from.
+type durableEvents struct {
+	Minted   []byte `json:"-"`
+	Redeemed []byte `json:"-"`
+	// MintedBytes and RedeemedBytes are their sizes, for the report.
+	MintedBytes   int    `json:"minted_bytes"`
+	RedeemedBytes int    `json:"redeemed_bytes"`
+	Source        string `json:"source"`
+}
+
+// The durable floors' scripts: KEYS[1] the token id's key, KEYS[2] the
+// audit stream; each appends its event only when its state change happened.
+const (
+	mintDurableLua = `if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+return 1`
+	redeemDurableLua = `if not redis.call('GETDEL', KEYS[1]) then return 0 end
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
+return 1`
+)
+
+// streamKey is the durable floors' audit stream.
+func (f *floors) streamKey() string { return f.prefix + "audit" }
 
 var okJSON = []byte(`{"ok":true}` + "\n")
 
-func newFloors(rdb *redis.Client, tokenInputLen, sessInputLen int) *floors {
+func newFloors(rdb *redis.Client, tokenInputLen, sessInputLen int, events durableEvents) *floors {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	return &floors{
 		rdb: rdb, pub: pub, priv: priv,
-		tokenInput: bytes.Repeat([]byte("x"), tokenInputLen),
-		sessInput:  bytes.Repeat([]byte("x"), sessInputLen),
-		prefix:     fmt.Sprintf("{loadtest-%d}:", os.Getpid()),
+		tokenInput:   bytes.Repeat([]byte("x"), tokenInputLen),
+		sessInput:    bytes.Repeat([]byte("x"), sessInputLen),
+		prefix:       fmt.Sprintf("{loadtest-%d}:", os.Getpid()),
+		mintScript:   redis.NewScript(mintDurableLua),
+		redeemScript: redis.NewScript(redeemDurableLua),
+		events:       events,
 	}
 }
 
@@ -709,6 +745,8 @@ func (f *floors) routes() http.Handler {
 	r.Get("/floor/bare", f.bare)
 	r.Post("/floor/mint", f.mint)
 	r.Post("/floor/redeem", f.redeem)
+	r.Post("/floor/mint-durable", f.mintDurable)
+	r.Post("/floor/redeem-durable", f.redeemDurable)
 	r.Get("/floor/session", f.session)
 	return r
 }
@@ -738,10 +776,50 @@ func (f *floors) mint(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, []byte(`{"token":"`+base64.RawURLEncoding.EncodeToString(sig)+`"}`))
 }
 
+// mintDurable is the durable mint floor: the mint floor's signature, and
+// one script that sets the fresh key (SET NX PX) and appends a minted
+// event of the service's size to the audit stream.
+func (f *floors) mintDurable(w http.ResponseWriter, r *http.Request) {
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		writeJSON(w, http.StatusBadRequest, nil)
+		return
+	}
+	sig := ed25519.Sign(f.priv, f.tokenInput)
+	key := f.prefix + "m:" + strconv.FormatInt(f.seq.Add(1), 10)
+	n, err := f.mintScript.Run(r.Context(), f.rdb, []string{key, f.streamKey()}, tokenTTL.Milliseconds(), f.events.Minted).Int()
+	if err != nil || n != 1 {
+		writeJSON(w, http.StatusServiceUnavailable, nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, []byte(`{"token":"`+base64.RawURLEncoding.EncodeToString(sig)+`"}`))
+}
+
 // redeem is the redeem floor: one Ed25519 verify of a token-sized token,
 // one GETDEL of its id and one Ed25519 signature over a session-sized
 // payload. The token is "<id>.<filler>.<signature>".
 func (f *floors) redeem(w http.ResponseWriter, r *http.Request) {
+	f.redeemWith(w, r, func(ctx context.Context, key string) (bool, error) {
+		err := f.rdb.GetDel(ctx, key).Err()
+		if errors.Is(err, redis.Nil) {
+			return false, nil // used twice, or expired
+		}
+		return err == nil, err
+	})
+}
+
+// redeemDurable is the durable redeem floor: the redeem floor's verify and
+// signature, and one script that consumes the id (GETDEL) and appends a
+// redeemed event of the service's size to the audit stream.
+func (f *floors) redeemDurable(w http.ResponseWriter, r *http.Request) {
+	f.redeemWith(w, r, func(ctx context.Context, key string) (bool, error) {
+		n, err := f.redeemScript.Run(ctx, f.rdb, []string{key, f.streamKey()}, f.events.Redeemed).Int()
+		return n == 1, err
+	})
+}
+
+// redeemWith verifies the token, consumes its id's key with consume (true:
+// consumed now) and signs a session.
+func (f *floors) redeemWith(w http.ResponseWriter, r *http.Request, consume func(ctx context.Context, key string) (bool, error)) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	tok, ok1 := bytes.CutPrefix(body, []byte(`{"token":"`))
 	tok, ok2 := bytes.CutSuffix(tok, []byte(`"}`))
@@ -757,12 +835,13 @@ func (f *floors) redeem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, _, _ := bytes.Cut(input, []byte("."))
-	if err := f.rdb.GetDel(r.Context(), f.prefix+"r:"+string(id)).Err(); err != nil {
-		status := http.StatusServiceUnavailable
-		if errors.Is(err, redis.Nil) {
-			status = http.StatusUnauthorized // used twice, or expired
-		}
-		writeJSON(w, status, nil)
+	ok, err := consume(r.Context(), f.prefix+"r:"+string(id))
+	switch {
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, nil)
+		return
+	case !ok:
+		writeJSON(w, http.StatusUnauthorized, nil) // used twice, or expired
 		return
 	}
 	sess := ed25519.Sign(f.priv, f.sessInput)
@@ -778,46 +857,118 @@ func (f *floors) session(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, okJSON)
 }
 
-// clear deletes the keys the mint and redeem floors left (untimed): they
-// live for the tokens' lifetime, and a hundred thousand of them would
-// otherwise weigh on the phases after theirs (a bigger keyspace, and Redis
-// growing its key table through them: measured with perf, a fifth of
-// Redis's time in the next phase went to rehashing).
-// It returns how many keys it deleted.
-func (f *floors) clear(ctx context.Context) (int64, error) {
-	var deleted int64
-	for _, pattern := range []string{f.prefix + "m:*", f.prefix + "r:*"} {
-		iter := f.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-		var batch []string
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			n, err := f.rdb.Unlink(ctx, batch...).Result()
-			deleted += n
-			batch = batch[:0]
-			return err
+// cleared is what clear deleted.
+type cleared struct {
+	Keys   int64 // keys, the audit stream counting as one
+	Events int64 // entries of the durable floors' audit stream
+}
+
+// clear deletes the keys the mint and redeem floors and their durable
+// variants left (untimed): the token ids live for the tokens' lifetime,
+// the durable floors' audit stream for ever, and a hundred thousand keys
+// or entries would otherwise weigh on the phases after theirs (a bigger
+// keyspace, and Redis growing its key table through them: measured with
+// perf, a fifth of Redis's time in the next phase went to rehashing).
+// Every key under the floors' prefix goes but the session floor's; clear
+// then checks that none is left.
+func (f *floors) clear(ctx context.Context) (cleared, error) {
+	var c cleared
+	events, err := f.rdb.XLen(ctx, f.streamKey()).Result()
+	if err != nil {
+		return c, fmt.Errorf("clearing the floors' keys: %w", err)
+	}
+	keep := f.prefix + "s"
+	iter := f.rdb.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
-		for iter.Next(ctx) {
-			if batch = append(batch, iter.Val()); len(batch) == 1000 {
-				if err := flush(); err != nil {
-					return deleted, fmt.Errorf("clearing the floors' keys: %w", err)
-				}
-			}
+		n, err := f.rdb.Unlink(ctx, batch...).Result()
+		c.Keys += n
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if iter.Val() == keep {
+			continue
 		}
-		if err := errors.Join(iter.Err(), flush()); err != nil {
-			return deleted, fmt.Errorf("clearing the floors' keys: %w", err)
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return c, fmt.Errorf("clearing the floors' keys: %w", err)
+			}
 		}
 	}
-	return deleted, nil
+	if err := errors.Join(iter.Err(), flush()); err != nil {
+		return c, fmt.Errorf("clearing the floors' keys: %w", err)
+	}
+	c.Events = events
+	left := f.rdb.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
+	for left.Next(ctx) {
+		if left.Val() != keep {
+			return c, fmt.Errorf("clearing the floors' keys: %s is left", left.Val())
+		}
+	}
+	if err := left.Err(); err != nil {
+		return c, fmt.Errorf("clearing the floors' keys: %w", err)
+	}
+	return c, nil
 }
 
 // clearFloor clears the floors' keys after the floor scenario last added to
 // rep, and records how many there were.
 func (r *runner) clearFloor(ctx context.Context, rep *report) error {
-	n, err := r.f.clear(ctx)
-	rep.Scenarios[len(rep.Scenarios)-1].ClearedKeys = n
+	c, err := r.f.clear(ctx)
+	last := &rep.Scenarios[len(rep.Scenarios)-1]
+	last.ClearedKeys, last.ClearedEvents = c.Keys, c.Events
 	return err
+}
+
+// serviceAudit is the service's audit stream (internal/store: the default
+// prefix and "audit"), whose events the durable floors copy.
+const serviceAudit = "{impersonator}:audit"
+
+// standInEvent is the durable floors' event when the service's cannot be
+// read: 400 bytes, the size of a minted or redeemed event of a short
+// reason and a browser's user agent.
+const standInEvent = 400
+
+// serviceEvents returns the durable floors' events: the bytes of the
+// newest impersonation.minted and impersonation.redeemed events of the
+// service's audit stream (the run's first impersonation wrote them), or
+// 400-byte stand-ins when the floors' Redis is not the service's.
+func serviceEvents(ctx context.Context, e *env) (durableEvents, error) {
+	if !e.sameRedis {
+		b := bytes.Repeat([]byte("x"), standInEvent)
+		return durableEvents{Minted: b, Redeemed: b, MintedBytes: len(b), RedeemedBytes: len(b),
+			Source: "400-byte stand-ins: the floors' Redis is not the service's (give --redis-url)"}, nil
+	}
+	msgs, err := e.rdb.XRevRangeN(ctx, serviceAudit, "+", "-", 100).Result()
+	if err != nil {
+		return durableEvents{}, fmt.Errorf("reading the service's audit stream %s: %w", serviceAudit, err)
+	}
+	var d durableEvents
+	for _, m := range msgs {
+		ev, _ := m.Values["e"].(string)
+		var head struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal([]byte(ev), &head) != nil {
+			continue
+		}
+		switch {
+		case head.Type == "impersonation.minted" && d.Minted == nil:
+			d.Minted = []byte(ev)
+		case head.Type == "impersonation.redeemed" && d.Redeemed == nil:
+			d.Redeemed = []byte(ev)
+		}
+	}
+	if d.Minted == nil || d.Redeemed == nil {
+		return durableEvents{}, fmt.Errorf("the service's audit stream %s has no impersonation.minted or no impersonation.redeemed event after the first impersonation", serviceAudit)
+	}
+	d.MintedBytes, d.RedeemedBytes = len(d.Minted), len(d.Redeemed)
+	d.Source = "the service's audit stream: its first impersonation's events"
+	return d, nil
 }
 
 // seed prepares n single-use tokens for the redeem floor: signed here, their
@@ -950,6 +1101,23 @@ type result struct {
 	// ClearedKeys: the floor's keys deleted after its phase (mint and
 	// redeem floors), so that they do not weigh on the phases after it.
 	ClearedKeys int64 `json:"cleared_keys,omitempty"`
+	// ClearedEvents: the durable floors' audit entries deleted after
+	// their phase.
+	ClearedEvents int64 `json:"cleared_events,omitempty"`
+	// Scripts: Redis's own time per script call (INFO commandstats over
+	// the timed phases), by script command; absent where the scenario's
+	// Redis is not the one read.
+	Scripts []scriptCalls `json:"redis_scripts,omitempty"`
+}
+
+// scriptCalls is one script command's calls over a scenario's timed
+// phases, from INFO commandstats: per successful request, and Redis's time
+// per call (the script's own commands included).
+type scriptCalls struct {
+	Command         string  `json:"command"`
+	Calls           int64   `json:"calls"`
+	CallsPerRequest float64 `json:"calls_per_request"`
+	UsecPerCall     float64 `json:"usec_per_call"`
 }
 
 type cpuPerRequest struct {
@@ -979,8 +1147,10 @@ type report struct {
 	NumCPU      int      `json:"num_cpu"`
 	GoVersion   string   `json:"go_version"`
 	Scenarios   []result `json:"scenarios"`
-	Ratios      []ratio  `json:"ratios"`
-	Profiles    []string `json:"profiles,omitempty"` // --profile
+	// DurableEvents: what the durable floors append, and whence.
+	DurableEvents durableEvents `json:"durable_events"`
+	Ratios        []ratio       `json:"ratios"`
+	Profiles      []string      `json:"profiles,omitempty"` // --profile
 }
 
 // runner holds what every scenario needs.
@@ -1022,7 +1192,11 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		return nil, err
 	}
 	_, sessJWT, _ := strings.Cut(r.cookie, "=")
-	r.f = newFloors(e.rdb, strings.LastIndexByte(tok, '.'), strings.LastIndexByte(sessJWT, '.'))
+	events, err := serviceEvents(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	r.f = newFloors(e.rdb, strings.LastIndexByte(tok, '.'), strings.LastIndexByte(sessJWT, '.'), events)
 	if err := e.rdb.Set(ctx, r.f.prefix+"s", "1", time.Hour).Err(); err != nil {
 		return nil, err
 	}
@@ -1044,7 +1218,7 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		return nil, fmt.Errorf("warming connections to the floors: %w", err)
 	}
 
-	rep := &report{Target: e.base, Managed: e.managed, FloorRedis: e.floorRedis, Duration: o.duration.String(),
+	rep := &report{Target: e.base, Managed: e.managed, FloorRedis: e.floorRedis, Duration: o.duration.String(), DurableEvents: events,
 		Concurrency: o.concurrency, GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
 	add := func(res result, err error) error {
 		if err == nil {
@@ -1068,24 +1242,38 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		return status == http.StatusOK && bytes.Contains(body, []byte(`"token":"`))
 	}
 
-	if err := add(r.steady(ctx, "bare-http", get(r.floor+"/floor/bare", ""), ok200, r.floorAllocs(nil, get(r.floor+"/floor/bare", "")))); err != nil {
+	if err := add(r.steady(ctx, "bare-http", get(r.floor+"/floor/bare", ""), ok200, r.floorAllocs(get(r.floor+"/floor/bare", "")))); err != nil {
 		return nil, err
 	}
 	if err := add(r.steady(ctx, "mint", mint(e.base+mintPath), mintOK, nil)); err != nil {
 		return nil, err
 	}
-	if err := add(r.steady(ctx, "mint-floor", mint(r.floor+"/floor/mint"), ok200, r.floorAllocs(nil, mint(r.floor+"/floor/mint")))); err != nil {
+	if err := add(r.steady(ctx, "mint-floor", mint(r.floor+"/floor/mint"), ok200, r.floorAllocs(mint(r.floor+"/floor/mint")))); err != nil {
 		return nil, err
 	}
 	if err := r.clearFloor(ctx, rep); err != nil {
 		return nil, err
 	}
-	mintRate, mintFloorRate := rep.Scenarios[1].ReqPerSec, rep.Scenarios[2].ReqPerSec
+	if err := add(r.steady(ctx, "mint-floor-durable", mint(r.floor+"/floor/mint-durable"), ok200,
+		r.floorAllocs(mint(r.floor+"/floor/mint-durable")))); err != nil {
+		return nil, err
+	}
+	if err := r.clearFloor(ctx, rep); err != nil {
+		return nil, err
+	}
+	mintRate, mintFloorRate := rep.find("mint").ReqPerSec, rep.find("mint-floor").ReqPerSec
 	if err := add(r.consume(ctx, "redeem", "service", e.base+loginPath, mintRate, mintRate, r.mintBatch, nil)); err != nil {
 		return nil, err
 	}
 	if err := add(r.consume(ctx, "redeem-floor", "floor", r.floor+"/floor/redeem", 20*mintFloorRate, mintFloorRate, r.f.seed,
-		r.floorAllocs(r.f.seed, nil))); err != nil {
+		r.redeemAllocs("/floor/redeem"))); err != nil {
+		return nil, err
+	}
+	if err := r.clearFloor(ctx, rep); err != nil {
+		return nil, err
+	}
+	if err := add(r.consume(ctx, "redeem-floor-durable", "floor", r.floor+"/floor/redeem-durable", 20*mintFloorRate, mintFloorRate, r.f.seed,
+		r.redeemAllocs("/floor/redeem-durable"))); err != nil {
 		return nil, err
 	}
 	if err := r.clearFloor(ctx, rep); err != nil {
@@ -1095,7 +1283,7 @@ func measure(ctx context.Context, o *options, e *env, progress io.Writer) (*repo
 		return nil, err
 	}
 	if err := add(r.steady(ctx, "session-floor", get(r.floor+"/floor/session", r.cookie), ok200,
-		r.floorAllocs(nil, get(r.floor+"/floor/session", r.cookie)))); err != nil {
+		r.floorAllocs(get(r.floor+"/floor/session", r.cookie)))); err != nil {
 		return nil, err
 	}
 	// The service's cheapest route (its middleware and an empty answer, in
@@ -1229,15 +1417,21 @@ func (s *serviceAllocs) perRequest(context.Context) (*float64, string, error) {
 }
 
 // floorAllocs measures a floor's allocations after its timed phases, with
-// allocsPerRequest: from next's request repeated, or from bodies prepared
-// by prepare (the redeem floor's single-use tokens).
-func (r *runner) floorAllocs(prepare func(context.Context, int) ([][]byte, error), next nextFunc) allocWindow {
-	return &floorAllocs{r: r, prepare: prepare, next: next}
+// next's request repeated.
+func (r *runner) floorAllocs(next nextFunc) allocWindow {
+	return &floorAllocs{r: r, next: next}
+}
+
+// redeemAllocs measures a redeem floor's (at path) allocations after its
+// timed phases, with single-use tokens seeded for them.
+func (r *runner) redeemAllocs(path string) allocWindow {
+	return &floorAllocs{r: r, prepare: r.f.seed, path: path}
 }
 
 type floorAllocs struct {
 	r       *runner
 	prepare func(context.Context, int) ([][]byte, error)
+	path    string // with prepare: the redeem floor's path
 	next    nextFunc
 }
 
@@ -1253,7 +1447,7 @@ func (f *floorAllocs) perRequest(ctx context.Context) (*float64, string, error) 
 			return nil, "", err
 		}
 		for i, b := range bodies {
-			reqs[i] = rawRequest(loginRequest(ctx, f.r.floor+"/floor/redeem", b))
+			reqs[i] = rawRequest(loginRequest(ctx, f.r.floor+f.path, b))
 		}
 	} else {
 		req, _ := f.next(ctx, 0)
@@ -1359,6 +1553,7 @@ func (r *runner) result(ctx context.Context, name, kind string, t *tally, w allo
 	}
 	var err error
 	res.CPU = t.cpu.perRequest(t.requests - t.errors)
+	res.Scripts = t.cpu.scriptsPerRequest(t.requests - t.errors)
 	if res.AllocsPerRequest, res.AllocsSource, err = w.perRequest(ctx); err != nil {
 		return result{}, fmt.Errorf("%s: %w", name, err)
 	}
@@ -1420,6 +1615,46 @@ func (r *runner) scrapeMetric(ctx context.Context, name string) (float64, error)
 type cpuTime struct {
 	service, redis, self    float64 // seconds
 	serviceOK, redisOK, set bool
+	// scripts: INFO commandstats of the script commands, read where the
+	// scenario's Redis is the one read (as redis).
+	scripts   map[string]cmdStat
+	scriptsOK bool
+}
+
+// cmdStat is one command's INFO commandstats counters.
+type cmdStat struct{ calls, usec int64 }
+
+// scriptCommands are the commands that run scripts (go-redis's Script.Run
+// sends EVALSHA, and EVAL once per script).
+var scriptCommands = []string{"evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"}
+
+// commandStats reads INFO commandstats' counters of the script commands.
+func commandStats(ctx context.Context, rdb *redis.Client) (map[string]cmdStat, bool) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, false
+	}
+	out := map[string]cmdStat{}
+	for line := range strings.SplitSeq(info, "\n") {
+		name, fields, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || !slices.Contains(scriptCommands, name) {
+			continue
+		}
+		var c cmdStat
+		for kv := range strings.SplitSeq(fields, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			switch {
+			case k == "calls" && err == nil:
+				c.calls = n
+			case k == "usec" && err == nil:
+				c.usec = n
+			}
+		}
+		out[name] = c
+	}
+	return out, true
 }
 
 // add adds the time between two readings.
@@ -1432,6 +1667,35 @@ func (c *cpuTime) add(now, before cpuTime) {
 	c.service += now.service - before.service
 	c.redis += now.redis - before.redis
 	c.self += now.self - before.self
+	if c.scripts == nil {
+		c.scripts, c.scriptsOK = map[string]cmdStat{}, true
+	}
+	c.scriptsOK = c.scriptsOK && now.scriptsOK && before.scriptsOK
+	for name, n := range now.scripts {
+		b := before.scripts[name]
+		d := c.scripts[name]
+		d.calls += n.calls - b.calls
+		d.usec += n.usec - b.usec
+		c.scripts[name] = d
+	}
+}
+
+// scriptsPerRequest is each script command's calls over the timed phases,
+// per successful request and in Redis time per call; nil when unknown.
+func (c *cpuTime) scriptsPerRequest(n int64) []scriptCalls {
+	if !c.set || !c.scriptsOK || n <= 0 {
+		return nil
+	}
+	var out []scriptCalls
+	for _, name := range scriptCommands {
+		d := c.scripts[name]
+		if d.calls <= 0 {
+			continue
+		}
+		out = append(out, scriptCalls{Command: name, Calls: d.calls, CallsPerRequest: float64(d.calls) / float64(n),
+			UsecPerCall: float64(d.usec) / float64(d.calls)})
+	}
+	return out
 }
 
 func (c *cpuTime) perRequest(n int64) cpuPerRequest {
@@ -1459,6 +1723,11 @@ func (r *runner) cpuNow(ctx context.Context, kind string) cpuTime {
 	}
 	if r.e.sameRedis {
 		c.redis, c.redisOK = redisCPU(ctx, r.e.rdb)
+	}
+	// The floors run on the Redis read here; the service's scripts show
+	// only when it is the service's.
+	if kind == "floor" || r.e.sameRedis {
+		c.scripts, c.scriptsOK = commandStats(ctx, r.e.rdb)
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -1559,7 +1828,8 @@ func (rep *report) find(name string) *result {
 
 func (rep *report) ratios() {
 	rep.Ratios = nil
-	for _, p := range [][2]string{{"mint", "mint-floor"}, {"redeem", "redeem-floor"}, {"session", "session-floor"}, {"session", "bare-http"},
+	for _, p := range [][2]string{{"mint", "mint-floor"}, {"mint", "mint-floor-durable"}, {"redeem", "redeem-floor"},
+		{"redeem", "redeem-floor-durable"}, {"session", "session-floor"}, {"session", "bare-http"},
 		{"healthz", "bare-http"}, {"session", "healthz"}} {
 		s, f := rep.find(p[0]), rep.find(p[1])
 		if s == nil || f == nil {
@@ -1607,6 +1877,19 @@ func (rep *report) print(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "\nRedis time per script call (INFO commandstats over the timed phases: Redis's own time per call, the script's commands included):")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tcommand\tcalls\tcalls/req\tµs/call\t")
+	for _, s := range rep.Scenarios {
+		for _, c := range s.Scripts {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.1f\t\n", s.Name, c.Command, c.Calls, c.CallsPerRequest, c.UsecPerCall)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "The durable floors append events of %d (minted) and %d (redeemed) bytes: %s.\n",
+		rep.DurableEvents.MintedBytes, rep.DurableEvents.RedeemedBytes, rep.DurableEvents.Source)
 	for _, s := range rep.Scenarios {
 		if s.Errors > 0 {
 			fmt.Fprintf(w, "\n%s: %d errors, the first: %s\n", s.Name, s.Errors, s.FirstError)

@@ -70,11 +70,49 @@ func TestLoadtest(t *testing.T) {
 		}
 		// CPU per request: this process's always, Redis's (the service's
 		// redis-server here) always, the service's in its own rows.
-		// The mint floor's keys (one per request, the timed ones and the
-		// allocation calibration's) are cleared after its phase.
-		if name == "mint-floor" {
-			if n, _ := s["cleared_keys"].(float64); n < s["requests"].(float64) {
-				t.Errorf("mint-floor: %v keys cleared after %v requests", s["cleared_keys"], s["requests"])
+		// The mint floors' keys (one per request, the timed ones and the
+		// allocation calibration's) are cleared after their phase, and
+		// so are the durable floors' audit events (one per request).
+		requests, _ := s["requests"].(float64)
+		keys, _ := s["cleared_keys"].(float64)
+		events, _ := s["cleared_events"].(float64)
+		switch name {
+		case "mint-floor":
+			if keys < requests || events != 0 {
+				t.Errorf("mint-floor: %v keys and %v events cleared after %v requests", keys, events, requests)
+			}
+		case "mint-floor-durable":
+			if keys < requests+1 || events < requests {
+				t.Errorf("mint-floor-durable: %v keys and %v events cleared after %v requests, want at least as many and the stream", keys, events, requests)
+			}
+		case "redeem-floor-durable":
+			if events < requests {
+				t.Errorf("redeem-floor-durable: %v events cleared after %v requests", events, requests)
+			}
+		}
+		// Redis's time per script call: the service's mint and login run
+		// scripts, the durable floors one script a request, the old
+		// floors none.
+		scripts := map[string]map[string]any{}
+		list, _ := s["redis_scripts"].([]any)
+		for _, c := range list {
+			c := c.(map[string]any)
+			scripts[c["command"].(string)] = c
+		}
+		switch name {
+		case "mint", "redeem", "mint-floor-durable", "redeem-floor-durable":
+			ev := scripts["evalsha"]
+			perReq, _ := ev["calls_per_request"].(float64)
+			usec, _ := ev["usec_per_call"].(float64)
+			if perReq < 0.9 || usec <= 0 {
+				t.Errorf("%s: evalsha %v calls per request, %v µs per call; want a script per request", name, ev["calls_per_request"], ev["usec_per_call"])
+			}
+			if strings.HasSuffix(name, "-durable") && perReq > 1.1 {
+				t.Errorf("%s: %v scripts per request, want one", name, perReq)
+			}
+		case "mint-floor", "redeem-floor":
+			if perReq, _ := scripts["evalsha"]["calls_per_request"].(float64); perReq > 0.1 {
+				t.Errorf("%s: %v scripts per request, want none", name, perReq)
 			}
 		}
 		cpu, _ := s["cpu_us_per_request"].(map[string]any)
@@ -88,7 +126,8 @@ func TestLoadtest(t *testing.T) {
 			t.Errorf("%s (%v): cpu_us_per_request.service is %v", name, s["kind"], cpu["service"])
 		}
 	}
-	for _, want := range []string{"bare-http", "mint", "mint-floor", "redeem", "redeem-floor", "session", "session-floor", "healthz"} {
+	for _, want := range []string{"bare-http", "mint", "mint-floor", "mint-floor-durable", "redeem", "redeem-floor", "redeem-floor-durable",
+		"session", "session-floor", "healthz"} {
 		if !seen[want] {
 			t.Errorf("no %s scenario", want)
 		}
@@ -108,9 +147,26 @@ func TestLoadtest(t *testing.T) {
 	if floors, _ := filepath.Glob(filepath.Join(profiles, "*floor*")); len(floors) > 0 {
 		t.Errorf("--profile recorded floors: %v", floors)
 	}
+	// The durable floors append the service's own events: its first
+	// impersonation's, read from its audit stream.
+	de, _ := rep["durable_events"].(map[string]any)
+	for _, k := range []string{"minted_bytes", "redeemed_bytes"} {
+		if n, _ := de[k].(float64); n < 200 || n > 2000 {
+			t.Errorf("durable_events.%s = %v, want a real event's size", k, de[k])
+		}
+	}
+	if src, _ := de["source"].(string); !strings.Contains(src, "service's audit stream") {
+		t.Errorf("durable_events.source = %q", src)
+	}
+	for _, want := range []string{"mint-floor-durable", "redeem-floor-durable", "mint/mint-floor-durable", "redeem/redeem-floor-durable",
+		"Redis time per script call", "evalsha"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("the printed report has no %q", want)
+		}
+	}
 	ratios, _ := rep["ratios"].([]any)
-	if len(ratios) != 6 {
-		t.Errorf("%d ratios, want 6", len(ratios))
+	if len(ratios) != 8 {
+		t.Errorf("%d ratios, want 8", len(ratios))
 	}
 	for _, r := range ratios {
 		r := r.(map[string]any)
@@ -211,24 +267,39 @@ func TestFloorsClearTheirKeys(t *testing.T) {
 	defer stop()
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	f := newFloors(rdb, 10, 10)
+	f := newFloors(rdb, 10, 10, durableEvents{Minted: []byte(`{"type":"impersonation.minted"}`), Redeemed: []byte(`{"type":"impersonation.redeemed"}`)})
 	if _, err := f.seed(ctx, 2500); err != nil { // the redeem floor's keys
 		t.Fatal(err)
 	}
 	for i := range 1500 { // the mint floor's
 		rdb.Set(ctx, fmt.Sprintf("%sm:%d", f.prefix, i), "1", time.Minute)
 	}
+	// The durable floors' audit stream, through their scripts.
+	for i := range 300 {
+		key := fmt.Sprintf("%sm:d%d", f.prefix, i)
+		if err := f.mintScript.Run(ctx, rdb, []string{key, f.streamKey()}, 60000, f.events.Minted).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 200 {
+		key := fmt.Sprintf("%sr:1-%d", f.prefix, i)
+		if err := f.redeemScript.Run(ctx, rdb, []string{key, f.streamKey()}, f.events.Redeemed).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rdb.Set(ctx, f.prefix+"s", "1", time.Minute) // the session floor's one key, kept
 	rdb.Set(ctx, "{impersonator}:token:x", "1", time.Minute)
-	if n, err := f.clear(ctx); err != nil || n != 4000 {
-		t.Fatalf("clear: %d keys, %v; want 4000", n, err)
+	rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{impersonator}:audit", Values: []string{"e", "{}"}})
+	// 2,500 seeded, 200 of them consumed; 1,500 + 300 minted; the stream.
+	if c, err := f.clear(ctx); err != nil || c != (cleared{Keys: 2300 + 1800 + 1, Events: 500}) {
+		t.Fatalf("clear: %+v, %v; want 4101 keys and 500 events", c, err)
 	}
 	keys, err := rdb.Keys(ctx, "*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(keys)
-	if want := []string{"{impersonator}:token:x", f.prefix + "s"}; !slices.Equal(keys, want) {
+	if want := []string{"{impersonator}:audit", "{impersonator}:token:x", f.prefix + "s"}; !slices.Equal(keys, want) {
 		t.Errorf("after clear: %d keys %q…, want %q", len(keys), keys[:min(5, len(keys))], want)
 	}
 }
