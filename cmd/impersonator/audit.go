@@ -188,6 +188,9 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if err := enc.Encode(rep); err != nil {
 		return err
 	}
+	if rep.TimeNotID > 0 {
+		fmt.Fprintf(stderr, "warning: %d events have a stored time that is not their stream id's; the first: %s\n", rep.TimeNotID, rep.TimeProblem)
+	}
 	switch {
 	case rep.Tampered:
 		return errTampered

@@ -389,7 +389,7 @@ func TestTamperEvidence(t *testing.T) {
 			check := func(when string) {
 				r := w.verify(t, audit.VerifyOptions{})
 				if tc.firstBad == nil {
-					if !r.OK || r.Verified != 8 || r.Uncovered != 2 || r.Checkpoints != 2 {
+					if !r.OK || r.Verified != 8 || r.Uncovered != 2 || r.Checkpoints != 2 || r.TimeNotID != 0 {
 						t.Errorf("%s: report = %+v, want ok with 8 verified, 2 uncovered, 2 checkpoints", when, r)
 					}
 					return
