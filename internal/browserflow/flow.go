@@ -13,6 +13,8 @@ package browserflow
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"io"
@@ -402,11 +404,20 @@ func (a *App) page(w http.ResponseWriter, r *http.Request) {
 	who := a.forwardAuth(r.Context(), r)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", AppCSP)
 	data := map[string]any{"Who": who, "Name": userName(who.Subject)}
 	_ = appPage.Execute(w, data)
 }
 
-var appPage = template.Must(template.New("app").Parse(`<!doctype html>
+// AppCSP is the app page's Content-Security-Policy, as strict as an app's
+// can be with the banner: scripts and requests only from the app's origin
+// (impersonator is under it), no inline script, and no style but the
+// page's own stylesheet (by its hash). The banner styles itself through
+// the CSSOM, which style-src does not restrict.
+var AppCSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'sha256-" + appStyleHash() +
+	"'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+var appPageSource = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Customer app</title>
 <style>
 body{margin:0;font:14px/1.5 system-ui,sans-serif;background:#fafaf7;color:#222}
@@ -430,4 +441,14 @@ table{width:100%;border-collapse:collapse}td,th{text-align:left;padding:6px;bord
 <p class="muted">The app's own sign-in page would be here.</p>{{end}}
 </main>
 </body></html>
-`))
+`
+
+var appPage = template.Must(template.New("app").Parse(appPageSource))
+
+// appStyleHash is the base64 SHA-256 of the page's one <style> element.
+func appStyleHash() string {
+	_, css, _ := strings.Cut(appPageSource, "<style>")
+	css, _, _ = strings.Cut(css, "</style>")
+	sum := sha256.Sum256([]byte(css))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
