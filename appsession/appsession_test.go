@@ -373,6 +373,45 @@ func TestMiddleware(t *testing.T) {
 		})
 	}
 
+	t.Run("the README's introspection request", func(t *testing.T) {
+		ck := impersonate(t, "47", "Read only")
+		client := &http.Client{Timeout: time.Second} // curl --max-time 1
+		ask := func(method string) (int, map[string]any) {
+			req, _ := http.NewRequest(http.MethodGet, svc.URL+"/impersonation/session", nil)
+			req.Header.Set("Cookie", "impersonation_session="+ck.Value)
+			if method != "" {
+				req.Header.Set("X-Forwarded-Method", method)
+			}
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var body map[string]any
+			json.NewDecoder(res.Body).Decode(&body)
+			return res.StatusCode, body
+		}
+		code, body := ask("")
+		for _, k := range []string{"session_id", "subject", "collection", "actor", "reason", "started_at", "expires_at", "scope"} {
+			if _, ok := body[k]; !ok {
+				t.Errorf("200 answer lacks %q: %v", k, body)
+			}
+		}
+		if code != 200 || body["subject"] != "47" || body["scope"] != "read" || body["session_id"] != sid(t, ck) {
+			t.Errorf("without X-Forwarded-Method = %d %v, want 200, subject 47, scope read", code, body)
+		}
+		if code, _ := ask("GET"); code != 200 {
+			t.Errorf("X-Forwarded-Method GET = %d, want 200", code)
+		}
+		if code, _ := ask("POST"); code != http.StatusForbidden {
+			t.Errorf("X-Forwarded-Method POST, read-only = %d, want 403", code)
+		}
+		svc.CLI(t, "sessions", "revoke", sid(t, ck))
+		if code, _ := ask(""); code != http.StatusUnauthorized {
+			t.Errorf("after the end = %d, want 401", code)
+		}
+	})
+
 	// Last: the service goes away. A warm app (JWKS and a live answer in
 	// hand) stops impersonating within MaxAge; a fresh one never starts;
 	// a hung service costs a request at most Timeout.
@@ -558,8 +597,15 @@ func TestServiceCalls(t *testing.T) {
 				Act             struct{ Sub string }
 			}
 			json.Unmarshal(raw, &c)
+			if c.Sub == "ended" {
+				http.Error(w, `{"error":"no_session"}`, http.StatusUnauthorized)
+				return
+			}
+			if c.Scope == "" {
+				c.Scope = "full"
+			}
 			json.NewEncoder(w).Encode(map[string]any{"session_id": c.SID, "subject": c.Sub, "collection": "users",
-				"actor": map[string]string{"id": c.Act.Sub, "email": "ada@example.com"}, "scope": "full"})
+				"actor": map[string]string{"id": c.Act.Sub, "email": "ada@example.com"}, "scope": c.Scope})
 		}
 	}))
 	defer svc.Close()
@@ -569,6 +615,9 @@ func TestServiceCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newApp(t, check)
+	if _, s, _ := a.do(t, "POST", nil); s.Impersonating || jwksCalls.Load() != 0 || sessionCalls.Load() != 0 {
+		t.Fatalf("a request without the cookie: %+v, %d JWKS fetches, %d session checks; want not impersonating, none", s, jwksCalls.Load(), sessionCalls.Load())
+	}
 	claims := token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "42"}, Act: token.Actor{Sub: "1001"}, Collection: "users", SID: token.NewJTI()}
 	ck := &http.Cookie{Name: "impersonation_session", Value: issueClaims(t, keys, iss, claims)}
 
@@ -586,6 +635,15 @@ func TestServiceCalls(t *testing.T) {
 		t.Fatalf("30 concurrent requests: %d impersonated, %d JWKS fetches, %d session checks; want 30, 1, 1",
 			impersonated.Load(), jwksCalls.Load(), sessionCalls.Load())
 	}
+
+	// An ended session's 401 is kept: asked once, even past MaxAge.
+	endedClaims := claims
+	endedClaims.Subject, endedClaims.SID = "ended", token.NewJTI()
+	ended := &http.Cookie{Name: "impersonation_session", Value: issueClaims(t, keys, iss, endedClaims)}
+	if _, s, _ := a.do(t, "GET", ended); s.Impersonating {
+		t.Fatal("an ended session impersonated")
+	}
+	endedAsked := sessionCalls.Load()
 
 	// A flood of cookies under a kid the JWKS lacks, within the cooldown:
 	// no fetch.
@@ -609,5 +667,30 @@ func TestServiceCalls(t *testing.T) {
 	}
 	if n := jwksCalls.Load(); n != 2 {
 		t.Errorf("JWKS fetched %d times, want 2 (the first, then once for the new kid)", n)
+	}
+	before := sessionCalls.Load()
+	if _, s, _ := a.do(t, "GET", ended); s.Impersonating || sessionCalls.Load() != before || endedAsked == 0 {
+		t.Errorf("the ended session %s later: %+v, asked the service again: %v; want not impersonating, not asked", appsession.JWKSCooldown, s, sessionCalls.Load() != before)
+	}
+
+	// Config.ReadOnly answers a change under a read-only impersonation,
+	// with the impersonation in its context.
+	teapot, err := appsession.New(appsession.Config{PublicURL: iss, Audience: audience, Log: slog.New(slog.DiscardHandler),
+		ReadOnly: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			imp, _ := appsession.FromContext(r.Context())
+			w.WriteHeader(http.StatusTeapot)
+			io.WriteString(w, imp.Subject)
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readClaims := claims
+	readClaims.Scope, readClaims.SID = "read", token.NewJTI()
+	req := httptest.NewRequest(http.MethodPost, "/", nil)
+	req.AddCookie(&http.Cookie{Name: "impersonation_session", Value: issueClaims(t, newer, iss, readClaims)}) // the JWKS now holds newer
+	rec := httptest.NewRecorder()
+	teapot.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+	if rec.Code != http.StatusTeapot || rec.Body.String() != "42" {
+		t.Errorf("custom ReadOnly: %d %q, want 418 \"42\"", rec.Code, rec.Body.String())
 	}
 }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 import express from 'express';
-import { SignJWT, generateKeyPair, importPKCS8 } from 'jose';
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair, importPKCS8 } from 'jose';
+import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { impersonation, cookieName, DEFAULT_MAX_AGE_MS, DEFAULT_TIMEOUT_MS } from '../index.js';
 import { binary, cli, impersonate, sid, signingKeyPEM, startService } from './harness.js';
@@ -98,7 +99,7 @@ test('the Express middleware against the real service', async (t) => {
     assert.equal(post.body.impersonating, true);
   });
 
-  await t.test('read only: reads impersonated, changes 403 before the app', async () => {
+  await t.test('read only: reads impersonated, changes 403 before the app', async (t) => {
     const c = await session('43', 'Read only');
     for (const m of ['GET', 'OPTIONS']) {
       const { status, body } = await app.request(m, c);
@@ -114,6 +115,10 @@ test('the Express middleware against the real service', async (t) => {
       assert.equal(status, 403, `${m} ${JSON.stringify(h)}`);
       assert.equal(app.calls, before, `${m} ${JSON.stringify(h)} reached the app`);
     }
+    const teapot = await startApp(t, impersonation({ ...options, onReadOnly: (req, res) => res.status(418).send(req.impersonation.subject) }));
+    const custom = await fetch(`${teapot.url}/account`, { method: 'POST', headers: { cookie: `${c.name}=${c.value}` } });
+    assert.equal(custom.status, 418, 'onReadOnly answers');
+    assert.equal(await custom.text(), '43');
     const own = await app.request('POST', null);
     assert.equal(own.status, 200);
     assert.equal(own.body.impersonating, false);
@@ -232,4 +237,66 @@ test('bad options are refused, every problem at once', () => {
   assert.throws(() => impersonation({ publicUrl: 'app.example.com', serviceUrl: 'ftp://x', maxAgeMs: 5000, timeoutMs: 6000 }),
     (err) => ['publicUrl', 'audience', 'serviceUrl', 'maxAgeMs', 'timeoutMs'].every((w) => err.message.includes(w)));
   assert.doesNotThrow(() => impersonation({ publicUrl: 'https://app.example.com/', audience: 'https://app.example.com' }));
+});
+
+test('service calls: none without a cookie, one per session however concurrent, an ended answer kept, unknown kids within the cooldown fetch nothing', async (t) => {
+  const { publicKey, privateKey } = await generateKeyPair('EdDSA');
+  const jwk = await exportJWK(publicKey);
+  jwk.kid = await calculateJwkThumbprint(jwk);
+  const { privateKey: unpublished } = await generateKeyPair('EdDSA');
+  const calls = { jwks: 0, session: 0 };
+  const stub = http.createServer((req, res) => {
+    if (req.url === '/.well-known/jwks.json') {
+      calls.jwks++;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ keys: [jwk] }));
+      return;
+    }
+    calls.session++;
+    const value = (req.headers.cookie ?? '').split('=')[1] ?? '';
+    const claims = JSON.parse(Buffer.from(value.split('.')[1] ?? '', 'base64url').toString() || '{}');
+    setTimeout(() => {
+      if (claims.sub === 'ended') {
+        res.statusCode = 401;
+        res.end('{"error":"no_session"}');
+        return;
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ session_id: claims.sid, subject: claims.sub, collection: 'users', actor: { id: claims.act.sub, email: 'ada@example.com' }, scope: 'full' }));
+    }, 50);
+  });
+  await new Promise((r) => stub.listen(0, '127.0.0.1', r));
+  t.after(() => { stub.closeAllConnections(); stub.close(); });
+  const publicUrl = `http://127.0.0.1:${stub.address().port}`;
+  const app = await startApp(t, impersonation({ publicUrl, audience: AUDIENCE, maxAgeMs: 300, timeoutMs: 150, logger: logger() }));
+  const now = Math.floor(Date.now() / 1000);
+  const cookie = async (sub, key = privateKey) => ({
+    name: 'impersonation_session',
+    value: await new SignJWT({ sub, act: { sub: '1001' }, collection: 'users', sid: randomBytes(16).toString('base64url'), jti: randomBytes(16).toString('base64url') })
+      .setProtectedHeader({ alg: 'EdDSA', typ: 'impersonation-session+jwt', kid: jwk.kid })
+      .setIssuer(publicUrl).setAudience(AUDIENCE).setIssuedAt(now).setExpirationTime(now + 3600).sign(key),
+  });
+
+  await app.request('POST', null);
+  assert.deepEqual(calls, { jwks: 0, session: 0 }, 'a request without the cookie asked the service');
+
+  const c = await cookie('42');
+  const answers = await Promise.all(Array.from({ length: 30 }, () => app.request('GET', c)));
+  assert.ok(answers.every((a) => a.body.impersonating), 'every concurrent request impersonated');
+  assert.deepEqual(calls, { jwks: 1, session: 1 }, '30 concurrent requests of one session');
+
+  const ended = await cookie('ended');
+  assert.equal((await app.request('GET', ended)).body.impersonating, false);
+  const asked = calls.session;
+  await new Promise((r) => setTimeout(r, 400)); // past maxAgeMs
+  assert.equal((await app.request('GET', ended)).body.impersonating, false);
+  assert.equal(calls.session, asked, 'the ended session was asked again');
+
+  const forged = await cookie('42', unpublished); // the published kid, another key
+  const unknownKid = { name: 'impersonation_session', value: (await cookie('42')).value.replace(/^[^.]+/, Buffer.from(JSON.stringify({ alg: 'EdDSA', typ: 'impersonation-session+jwt', kid: 'no-such-kid' })).toString('base64url')) };
+  for (let i = 0; i < 25; i++) {
+    assert.equal((await app.request('GET', forged)).body.impersonating, false);
+    assert.equal((await app.request('GET', unknownKid)).body.impersonating, false);
+  }
+  assert.equal(calls.jwks, 1, 'forged and unknown kids within the cooldown fetched the JWKS again');
 });
