@@ -363,8 +363,12 @@ func TestMiddleware(t *testing.T) {
 			last, first := untilNotImpersonating(t, a, ck, ended)
 			t.Logf("%s: last impersonated request sent %s after the end, first refused one answered %s after it",
 				e.name, last.Round(time.Millisecond), first.Round(time.Millisecond))
-			if last > appsession.DefaultMaxAge || first >= 5*time.Second {
-				t.Errorf("impersonated a request sent %s after the end (first refusal at %s), want at most MaxAge %s (and under 5s)", last, first, appsession.DefaultMaxAge)
+			// The service learns of the CLI's revocation through Redis
+			// pub/sub, milliseconds later: an answer it gave in between
+			// is the only slack.
+			const propagation = 250 * time.Millisecond
+			if last > appsession.DefaultMaxAge+propagation || first >= 5*time.Second {
+				t.Errorf("impersonated a request sent %s after the end (first refusal at %s), want at most MaxAge %s + the service's propagation (and under 5s)", last, first, appsession.DefaultMaxAge)
 			}
 			// And it stays ended: the ended answer is kept.
 			if _, s, _ := a.do(t, "GET", ck); s.Impersonating {

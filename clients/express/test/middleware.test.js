@@ -176,7 +176,10 @@ test('the Express middleware against the real service', async (t) => {
       await end(c);
       const { last, first } = await untilNotImpersonating(app, c, performance.now());
       t.diagnostic(`${name}: last impersonated request sent ${Math.round(last)} ms after the end, first refused answered ${Math.round(first)} ms after it`);
-      assert.ok(last <= DEFAULT_MAX_AGE_MS, `impersonated a request sent ${last} ms after the end`);
+      // The service learns of the CLI's revocation through Redis pub/sub,
+      // milliseconds later: an answer it gave in between is the only slack.
+      const propagationMs = 250;
+      assert.ok(last <= DEFAULT_MAX_AGE_MS + propagationMs, `impersonated a request sent ${last} ms after the end`);
       assert.ok(first < 5000);
       assert.equal((await app.request('GET', c)).body.impersonating, false, 'impersonating again');
     });
@@ -268,7 +271,7 @@ test('service calls: none without a cookie, one per session however concurrent, 
   await new Promise((r) => stub.listen(0, '127.0.0.1', r));
   t.after(() => { stub.closeAllConnections(); stub.close(); });
   const publicUrl = `http://127.0.0.1:${stub.address().port}`;
-  const app = await startApp(t, impersonation({ publicUrl, audience: AUDIENCE, maxAgeMs: 300, timeoutMs: 150, logger: logger() }));
+  const app = await startApp(t, impersonation({ publicUrl, audience: AUDIENCE, maxAgeMs: 1000, timeoutMs: 500, logger: logger() }));
   const now = Math.floor(Date.now() / 1000);
   const cookie = async (sub, key = privateKey) => ({
     name: 'impersonation_session',
@@ -288,7 +291,7 @@ test('service calls: none without a cookie, one per session however concurrent, 
   const ended = await cookie('ended');
   assert.equal((await app.request('GET', ended)).body.impersonating, false);
   const asked = calls.session;
-  await new Promise((r) => setTimeout(r, 400)); // past maxAgeMs
+  await new Promise((r) => setTimeout(r, 1100)); // past maxAgeMs
   assert.equal((await app.request('GET', ended)).body.impersonating, false);
   assert.equal(calls.session, asked, 'the ended session was asked again');
 
