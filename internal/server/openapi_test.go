@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/go-chi/chi/v5"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
@@ -26,8 +28,8 @@ import (
 	"github.com/impersonator/impersonator/internal/redistest"
 )
 
-// The OpenAPI document (openapi.yaml) held to the service: its paths and
-// methods are the router's (chi.Walk), its schemas validate the golden
+// The OpenAPI document (openapi.yaml) held to the service: it is valid
+// OpenAPI (kin-openapi), its paths and methods are the router's (chi.Walk), its schemas validate the golden
 // answers and requests of testdata/ and every answer of a live tour of the
 // routes, and that tour reaches every documented operation. The schemas are
 // JSON Schema 2020-12 (OpenAPI 3.1's dialect), checked by a JSON Schema
@@ -211,6 +213,39 @@ func TestOpenAPIRoutes(t *testing.T) {
 			t.Errorf("%s: path parameters declared %v, want %v", op, got, want)
 		}
 	}
+}
+
+// TestOpenAPIDocument: the document is valid OpenAPI as a consumer's tool
+// reads it (kin-openapi's loader and validator: every $ref resolves,
+// operation ids are unique, each operation declares exactly its path's
+// parameters, every response has a description, security schemes are
+// well formed), and no key of it is empty: in YAML a comma in an unquoted
+// flow-mapping value starts a new key, silently.
+func TestOpenAPIDocument(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(openAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Error(err)
+	}
+	var walk func(at string, node any)
+	walk = func(at string, node any) {
+		switch n := node.(type) {
+		case map[string]any:
+			for k, v := range n {
+				if v == nil && k != "default" && k != "const" {
+					t.Errorf("%s/%s is empty: a stray key?", at, k)
+				}
+				walk(at+"/"+k, v)
+			}
+		case []any:
+			for i, v := range n {
+				walk(fmt.Sprintf("%s/%d", at, i), v)
+			}
+		}
+	}
+	walk("", loadSpec(t).doc)
 }
 
 // TestOpenAPIServed: GET /openapi.yaml serves the document as shipped.
