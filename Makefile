@@ -44,9 +44,10 @@ bench-audit: ## load 1M audit events into a fresh redis-server, time queries and
 	$(GO) run ./tools/auditbench $(AUDITBENCH_FLAGS)
 
 .PHONY: fuzz
-fuzz: ## fuzz the token verifier, the action decoder (accepted ids are canonical) and ident, 20s each
+fuzz: ## fuzz the token verifier, the action decoder (accepted ids are canonical), the never list (no spelling of a listed record mints) and ident, 20s each
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./internal/token
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRequest -fuzztime 20s ./internal/action
+	$(GO) test -run '^$$' -fuzz FuzzNeverList -fuzztime 20s ./internal/action
 	$(GO) test -run '^$$' -fuzz FuzzFromJSON -fuzztime 20s ./internal/ident
 
 .PHONY: lint

@@ -212,7 +212,7 @@ func (o *Options) target(r *http.Request, policy *Policy) (target, error) {
 		}
 		attrs = appr.attrs
 	}
-	t, err := attrs.validate(appr != nil)
+	t, err := attrs.validate(appr != nil, policy.IDs)
 	t.approval = appr
 	if err != nil {
 		return t, err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/httpx"
+	"github.com/impersonator/impersonator/internal/ident"
 	"github.com/impersonator/impersonator/internal/store"
 )
 
@@ -73,7 +74,7 @@ func HistoryHandler(o HistoryOptions) httpx.HandlerFunc {
 			UserAgent: r.UserAgent(),
 			RequestID: httpx.RequestID(r.Context()),
 		}
-		subj, err := historyTarget(r)
+		subj, err := historyTarget(r, policy.IDs)
 		if err != nil {
 			return historyPublic(err)
 		}
@@ -118,8 +119,9 @@ type historyAnswer struct {
 }
 
 // historyTarget reads the record from the action request: one id of one
-// collection, canonical, matching the new agents' path.
-func historyTarget(r *http.Request) (audit.Subject, error) {
+// collection, in the one spelling of the collection's id kind (ids), as
+// the action mints it, matching the new agents' path.
+func historyTarget(r *http.Request, ids map[string]ident.Kind) (audit.Subject, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		if e := httpx.BodyError(r, err); e != nil && e.Status != http.StatusRequestEntityTooLarge {
@@ -138,7 +140,7 @@ func historyTarget(r *http.Request) (audit.Subject, error) {
 	case a.AllRecords || len(a.IDs) != 1:
 		return audit.Subject{}, refuse("the impersonation history is of exactly one record")
 	}
-	id, err := idString(a.IDs[0])
+	id, err := idString(ids[a.CollectionName], a.IDs[0])
 	if err != nil {
 		return audit.Subject{}, err
 	}

@@ -51,8 +51,14 @@ type Policy struct {
 	// Collections that may be targeted.
 	Collections []string
 	// Never lists, per collection, the record ids that can never be
-	// impersonated.
+	// impersonated. An id matches an entry when their ident.Kind keys
+	// are equal: another spelling of a listed record is refused too.
 	Never map[string][]string
+	// IDs declares, per collection, how the customer's database reads its
+	// ids (policy key ids). A declared id is put in its kind's one
+	// spelling before the policy and in the token; one that is not of
+	// the kind is refused (400). Undeclared collections: ident.Undeclared.
+	IDs map[string]ident.Kind
 	// MinReason is the minimum reason length, in characters.
 	MinReason int
 	// Rate is the number of impersonations per admin per period.
@@ -133,15 +139,16 @@ func DefaultPolicy() *Policy {
 
 // policyFile is the file format (YAML, or JSON which YAML reads too).
 type policyFile struct {
-	Admins          selectorFile        `yaml:"admins"`
-	Collections     []string            `yaml:"collections"`
-	Never           map[string][]string `yaml:"never"`
-	MinReasonLength *int                `yaml:"min_reason_length"`
-	Rate            *string             `yaml:"rate"`
-	DefaultAccess   *string             `yaml:"default_access"`
-	FullAccess      *selectorFile       `yaml:"full_access"`
-	RequireConsent  []string            `yaml:"require_consent"`
-	Reviewers       *selectorFile       `yaml:"reviewers"`
+	Admins          selectorFile          `yaml:"admins"`
+	Collections     []string              `yaml:"collections"`
+	Never           map[string][]string   `yaml:"never"`
+	IDs             map[string]idKindFile `yaml:"ids"`
+	MinReasonLength *int                  `yaml:"min_reason_length"`
+	Rate            *string               `yaml:"rate"`
+	DefaultAccess   *string               `yaml:"default_access"`
+	FullAccess      *selectorFile         `yaml:"full_access"`
+	RequireConsent  []string              `yaml:"require_consent"`
+	Reviewers       *selectorFile         `yaml:"reviewers"`
 }
 
 type selectorFile struct {
@@ -149,6 +156,44 @@ type selectorFile struct {
 	Teams            []string `yaml:"teams"`
 	Roles            []string `yaml:"roles"`
 	PermissionLevels []string `yaml:"permission_levels"`
+}
+
+// idKindFile is one collection's entry under ids: a kind's name
+// (integer, uuid, objectid, string), or {kind: string, case_sensitive:
+// true} for strings the database compares with their case.
+type idKindFile struct{ kind ident.Kind }
+
+func (k *idKindFile) UnmarshalYAML(n *yaml.Node) error {
+	var name string
+	var caseSensitive bool
+	if n.Kind == yaml.ScalarNode {
+		name = n.Value
+	} else {
+		var m struct {
+			Kind          string `yaml:"kind"`
+			CaseSensitive bool   `yaml:"case_sensitive"`
+		}
+		for i := 0; n.Kind == yaml.MappingNode && i < len(n.Content); i += 2 {
+			if key := n.Content[i].Value; key != "kind" && key != "case_sensitive" {
+				return fmt.Errorf("line %d: unknown key %q in an id kind (kind, case_sensitive)", n.Content[i].Line, key)
+			}
+		}
+		if err := n.Decode(&m); err != nil {
+			return err
+		}
+		name, caseSensitive = m.Kind, m.CaseSensitive
+	}
+	switch {
+	case caseSensitive && name == string(ident.String):
+		k.kind = ident.StringCaseSensitive
+	case caseSensitive:
+		return fmt.Errorf("case_sensitive applies to kind string only, not %q", name)
+	case name == string(ident.Integer), name == string(ident.UUID), name == string(ident.ObjectID), name == string(ident.String):
+		k.kind = ident.Kind(name)
+	default:
+		return fmt.Errorf("id kind %q is not integer, uuid, objectid, string or {kind: string, case_sensitive: true}", name)
+	}
+	return nil
 }
 
 func (f selectorFile) selector() Selector {
@@ -196,16 +241,24 @@ func ParsePolicy(b []byte) (*Policy, error) {
 			problems = append(problems, errors.New("collections: empty name"))
 		}
 	}
+	p.IDs = make(map[string]ident.Kind, len(f.IDs))
+	for c, k := range f.IDs {
+		if !slices.Contains(p.Collections, c) {
+			problems = append(problems, fmt.Errorf("ids: collection %q is not in collections", c))
+		}
+		p.IDs[c] = k.kind
+	}
 	// never lists hold canonical ids only, so "01" or " 1" in the file
 	// cannot hide what it means, and a spelling of the id in a request
-	// cannot slip past it (requests are canonicalised the same way).
+	// cannot slip past it (requests are canonicalised the same way, and
+	// compared by their kind's key).
 	p.Never = make(map[string][]string, len(f.Never))
 	for c, ids := range f.Never {
 		if !slices.Contains(p.Collections, c) {
 			problems = append(problems, fmt.Errorf("never: collection %q is not in collections", c))
 		}
 		for _, id := range ids {
-			cid, err := ident.Parse(id)
+			cid, err := p.IDs[c].Parse(id)
 			if err != nil {
 				problems = append(problems, fmt.Errorf("never.%s: %w", c, err))
 				continue
@@ -308,10 +361,15 @@ func (p *Policy) check(a Admin, t target) (rule, detail string) {
 	switch {
 	case !slices.Contains(p.Collections, t.Collection):
 		return ruleCollection, fmt.Sprintf("collection %q is not in collections", t.Collection)
-	case slices.Contains(p.Never[t.Collection], t.ID):
-		return ruleNever, fmt.Sprintf("%s %s is listed in never", t.Collection, t.ID)
-	case slices.Contains(p.Never[t.Collection], leadingInteger(t.ID)):
-		return ruleNever, fmt.Sprintf("%s %s reads as %s (Rails' to_i, JavaScript's parseInt), which is listed in never", t.Collection, t.ID, leadingInteger(t.ID))
+	}
+	if listed := p.listedAs(t.Collection, t.ID); listed != "" {
+		if listed == t.ID {
+			return ruleNever, fmt.Sprintf("%s %s is listed in never", t.Collection, t.ID)
+		}
+		return ruleNever, fmt.Sprintf("%s %s is another spelling of %s, which is listed in never", t.Collection, t.ID, listed)
+	}
+	if n := leadingInteger(t.ID); n != "" && slices.Contains(p.Never[t.Collection], n) {
+		return ruleNever, fmt.Sprintf("%s %s reads as %s (Rails' to_i, JavaScript's parseInt), which is listed in never", t.Collection, t.ID, n)
 	}
 	if t.Scope != token.ScopeRead && p.FullAccess != nil {
 		if ok, detail := p.FullAccess.match(a, "full_access"); !ok {
@@ -319,6 +377,19 @@ func (p *Policy) check(a Admin, t target) (rule, detail string) {
 		}
 	}
 	return "", ""
+}
+
+// listedAs returns the never entry of collection that id is a spelling
+// of (their kind's keys are equal), or "".
+func (p *Policy) listedAs(collection, id string) string {
+	kind := p.IDs[collection]
+	key := kind.Key(id)
+	for _, n := range p.Never[collection] {
+		if kind.Key(n) == key {
+			return n
+		}
+	}
+	return ""
 }
 
 // leadingInteger is the integer an app reads from the start of id ("1" of

@@ -89,8 +89,10 @@ func jsonProblem(err error) string {
 }
 
 // validate checks the attributes of one action request and extracts the
-// target. requesterAllowed is true only for a verified approval payload.
-func (a *attributes) validate(requesterAllowed bool) (target, error) {
+// target, its id in the one spelling of its collection's id kind (ids;
+// nil: every collection undeclared). requesterAllowed is true only for a
+// verified approval payload.
+func (a *attributes) validate(requesterAllowed bool, ids map[string]ident.Kind) (target, error) {
 	var t target
 	if len(a.RequesterID) > 0 && string(a.RequesterID) != "null" {
 		if !requesterAllowed {
@@ -112,7 +114,7 @@ func (a *attributes) validate(requesterAllowed bool) (target, error) {
 	if len(a.IDs) != 1 {
 		return t, refuse("impersonation needs exactly one record, got %d ids", len(a.IDs))
 	}
-	id, err := idString(a.IDs[0])
+	id, err := idString(ids[t.Collection], a.IDs[0])
 	if err != nil {
 		return t, err
 	}
@@ -140,8 +142,8 @@ func (a *attributes) validate(requesterAllowed bool) (target, error) {
 	return t, nil
 }
 
-func idString(raw json.RawMessage) (string, error) {
-	id, err := ident.FromJSON(raw)
+func idString(kind ident.Kind, raw json.RawMessage) (string, error) {
+	id, err := kind.FromJSON(raw)
 	if err != nil {
 		return "", &refusal{msg: err.Error(), nonCanonical: true}
 	}

@@ -35,7 +35,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		tg, err := req.Data.Attributes.validate(false)
+		tg, err := req.Data.Attributes.validate(false, nil)
 		if err != nil {
 			return
 		}
