@@ -15,9 +15,10 @@ import (
 // invalid UTF-8, U+FFFD (what a JSON decoder makes of a lone surrogate), C0
 // and C1 control characters other than tab (newlines included), bidi
 // embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), line
-// and paragraph separators (U+2028, U+2029), and a reason with fewer than
-// minVisible visible characters (see VisibleLen). The error's message is
-// plain ASCII, safe to send to the client.
+// and paragraph separators (U+2028, U+2029), characters that hide text or
+// look blank (see isHiding), and a reason with fewer than minVisible
+// visible characters (see VisibleLen). The error's message is plain ASCII,
+// safe to send to the client.
 func CheckReason(s string, minVisible int) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("reason is not valid UTF-8")
@@ -33,6 +34,8 @@ func CheckReason(s string, minVisible int) error {
 			what = fmt.Sprintf("the bidirectional control U+%04X", r)
 		case r == '\u2028' || r == '\u2029':
 			what = fmt.Sprintf("the line separator U+%04X", r)
+		case isHiding(r):
+			what = fmt.Sprintf("the invisible or blank-looking character U+%04X", r)
 		default:
 			continue
 		}
@@ -54,8 +57,31 @@ func isBidi(r rune) bool {
 	return (0x202a <= r && r <= 0x202e) || (0x2066 <= r && r <= 0x2069)
 }
 
+// isHiding reports the code points that show nothing while a reader
+// counts them as text, or hide text from the reader: letters and symbols
+// drawn blank (the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 and
+// U+2800 BRAILLE PATTERN BLANK), the tag characters U+E0000-U+E007F (which
+// can spell a hidden ASCII message), the interlinear annotation controls
+// U+FFF9-U+FFFB (which hide their annotation), and Unicode's other
+// default-ignorable code points that have no use in a sentence (Khmer's
+// invisible vowels U+17B4, U+17B5, the reserved U+2065, U+FFF0-U+FFF8 and
+// U+E0080-U+E0FFF). The joiners, the directional marks (U+200C-U+200F,
+// U+061C), the combining grapheme joiner U+034F and the variation
+// selectors stay allowed: Persian, Arabic, Hebrew and emoji need them, and
+// they do not count as visible either.
+func isHiding(r rune) bool {
+	switch {
+	case r == 0x2800, 0xfff9 <= r && r <= 0xfffb, 0xe0000 <= r && r <= 0xe007f:
+		return true
+	case r == 0x034f:
+		return false
+	}
+	return unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
 // VisibleLen counts the characters of s that show: letters, digits,
-// punctuation and symbols (Unicode L, N, P, S). Spaces, format characters
+// punctuation and symbols (Unicode L, N, P, S), except those isHiding
+// reports (a Hangul filler is a letter drawn blank). Spaces, format characters
 // (Cf, such as U+200B ZERO WIDTH SPACE), combining marks (M), controls and
 // invalid bytes do not count, so NFC and NFD spellings of a text count the
 // same.
@@ -67,7 +93,7 @@ func VisibleLen(s string) int {
 		if r == utf8.RuneError && size == 1 {
 			continue
 		}
-		if unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) {
+		if unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) && !isHiding(r) {
 			n++
 		}
 	}

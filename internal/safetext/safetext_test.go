@@ -54,6 +54,20 @@ func TestCheckReason(t *testing.T) {
 		{"RLI", "ticket 4521 \u2067invoices\u2069", "bidirectional control U+2067"},
 		{"PDI", "ticket 4521 invoices\u2069", "bidirectional control U+2069"},
 		{"line separator", "ticket 4521\u2028invoices", "line separator U+2028"},
+		{"9 Hangul fillers U+3164", strings.Repeat("\u3164", 12), "character U+3164"},
+		{"Hangul choseong filler U+115F", strings.Repeat("\u115f", 12), "character U+115F"},
+		{"Hangul jungseong filler U+1160", "ticket 4521 \u1160", "character U+1160"},
+		{"halfwidth Hangul filler U+FFA0", strings.Repeat("\uffa0", 12), "character U+FFA0"},
+		{"braille blank U+2800", strings.Repeat("\u2800", 12), "character U+2800"},
+		{"tag characters hiding ASCII", "ticket 4521 \U000E0069\U000E0067\U000E006E\U000E006F\U000E0072\U000E0065", "character U+E0069"},
+		{"language tag", "\U000E0001ticket 4521 invoices", "character U+E0001"},
+		{"cancel tag", "ticket 4521 invoices\U000E007F", "character U+E007F"},
+		{"interlinear annotation", "ticket 4521 \ufff9invoices\ufffahidden\ufffb", "character U+FFF9"},
+		{"Khmer invisible vowel", "ticket 4521 \u17b4invoices", "character U+17B4"},
+		{"control: Hebrew with niqqud", "בַּקָּשָׁה מִסְפָּר 4521 חֶשְׁבּוֹנִית", ""},
+		{"control: Arabic with harakat and a right-to-left mark", "طَلَبٌ رَقْمُ 4521 \u200fفَاتُورَة", ""},
+		{"control: Persian with a zero-width non-joiner", "درخواست\u200cها 4521 فاکتور", ""},
+		{"control: emoji with a joiner and a variation selector", "ticket 4521 invoices \U0001F469\u200d\U0001F4BB \u2764\ufe0f", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := CheckReason(tc.reason, min)
@@ -81,6 +95,10 @@ func TestVisibleLen(t *testing.T) {
 		"\ufeffa\u00adb":             2, // BOM and soft hyphen are Cf
 		"\xff\xfe":                   0,
 		"日本語":                        3,
+		"שָׁלוֹם":                    4, // niqqud are marks (Mn)
+		"سَلَام":                     4, // harakat too
+		strings.Repeat("\u3164", 9):  0, // a Hangul filler is a letter drawn blank
+		strings.Repeat("\u2800", 9):  0,
 	} {
 		if got := VisibleLen(s); got != want {
 			t.Errorf("VisibleLen(%q) = %d, want %d", s, got, want)
