@@ -40,6 +40,9 @@ func ParseFilter(q url.Values, canonical func(string) (string, error)) (Filter, 
 			if err != nil {
 				return f, fmt.Errorf("%s %q is not an RFC 3339 time such as 2026-11-25T10:00:00Z", p.name, v)
 			}
+			if t.UnixMilli() < 1 { // stream ids start at 1970; Redis refuses a range before
+				return f, fmt.Errorf("%s %q is not after 1970-01-01T00:00:00Z", p.name, v)
+			}
 			*p.dst = t
 		}
 	}

@@ -146,7 +146,9 @@ func (f Filter) streamRange(cursor string) (start, end string, err error) {
 		end = "(" + streamID(f.Until)
 	}
 	if cursor != "" {
-		if !ValidStreamID(cursor) {
+		// A cursor ends the range before it, so 0-0 (in any spelling),
+		// before which nothing lies, is refused as Redis would refuse it.
+		if !ValidStreamID(cursor) || strings.Trim(cursor, "0-") == "" {
 			return "", "", ErrBadCursor
 		}
 		end = "(" + cursor
@@ -243,10 +245,20 @@ func (l *Log) trimCursor(ctx context.Context, f Filter, index, start string, p P
 	return p, nil
 }
 
-// ValidStreamID reports whether s is a Redis stream id ("ms-seq").
+// ValidStreamID reports whether s is a Redis stream id ("ms-seq", each a
+// decimal number within 64 bits, as Redis reads them).
 func ValidStreamID(s string) bool {
 	ms, seq, ok := strings.Cut(s, "-")
-	return ok && ms != "" && seq != "" && len(s) <= 41 && strings.Trim(ms, "0123456789") == "" && strings.Trim(seq, "0123456789") == ""
+	return ok && isUint64(ms) && isUint64(seq)
+}
+
+// isUint64 reports whether s is plain decimal digits within 64 bits.
+func isUint64(s string) bool {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return false
+	}
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
 }
 
 // Range reads every entry from start (exclusive when prefixed with "(";
