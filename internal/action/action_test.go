@@ -470,7 +470,7 @@ func TestHooks(t *testing.T) {
 		{legacyPath + "/hooks/change", readTestdata(t, "requests/hooks-change.json"), "hooks-change.json"},
 		{agentPath + "/hooks/change", "not json", "hooks-load.json"},
 	} {
-		rec := f.post(tc.path, "", tc.body)
+		rec := f.post(tc.path, forestJWT(t, authSecret, nodeAdmin()), tc.body)
 		if rec.Code != 200 {
 			t.Errorf("%s: status %d, want 200", tc.path, rec.Code)
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/ident"
@@ -183,5 +184,31 @@ func TestReasonsHidingText(t *testing.T) {
 				t.Errorf("events %+v, want one whose detail has %q", evs, want)
 			}
 		})
+	}
+}
+
+// TestHooksNeedForestJWT (issue 18): the form hooks answer 401 in Forest's
+// error shape without a valid Forest JWT, and do not show the form (which
+// reveals the policy's default_access).
+func TestHooksNeedForestJWT(t *testing.T) {
+	srv := redistest.StartServer(t)
+	f := newFixture(t, srv.URL(), nil, mustPolicy(t, "default_access: read\n"))
+	expired := nodeAdmin()
+	expired["exp"] = t0.Add(-time.Hour).Unix()
+	for _, path := range []string{legacyPath + "/hooks/load", legacyPath + "/hooks/change", agentPath + "/hooks/load", agentPath + "/hooks/change"} {
+		for _, tc := range []struct{ name, bearer string }{
+			{"no JWT", ""},
+			{"another secret", forestJWT(t, "another-secret-0123456789abcdefghij", nodeAdmin())},
+			{"expired", forestJWT(t, authSecret, expired)},
+			{"not a JWT", "hooks"},
+		} {
+			rec := f.post(path, tc.bearer, "")
+			if rec.Code != 401 || !strings.Contains(rec.Body.String(), `"name":"Unauthorized"`) || strings.Contains(rec.Body.String(), "Read only") {
+				t.Errorf("%s, %s: %d %s; want 401 Unauthorized without the form", path, tc.name, rec.Code, rec.Body.String())
+			}
+		}
+		if rec := f.post(path, forestJWT(t, authSecret, nodeAdmin()), ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"defaultValue":"Read only"`) {
+			t.Errorf("%s, control: %d %s; want 200 with the form", path, rec.Code, rec.Body.String())
+		}
 	}
 }

@@ -2,6 +2,7 @@ package action
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 
@@ -59,11 +60,18 @@ func accessFormField(p *Policy, value *string) formField {
 // HooksHandler answers the form hooks (load and change) with the action's
 // form: a required Reason text field and, when the policy names
 // default_access or full_access, a required Access choice (policy is read
-// per request: it reloads). It never mints, needs no authentication (the
-// form is the same for everyone) and never answers an error that would
-// abort the action: an unreadable change request gets the empty form.
-func HooksHandler(policy func() *Policy) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// per request: it reloads). It never mints. It needs the Forest JWT, as the
+// action does (401 without a valid one, 503 when FOREST_AUTH_SECRET is
+// unset): the form reveals the policy's default_access. Past that it never
+// answers an error that would abort the action: an unreadable change
+// request gets the empty form.
+func HooksHandler(auth *Authenticator, policy func() *Policy) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := auth.Authenticate(r); errors.Is(err, errNotConfigured) {
+			return public(&httpx.Error{Status: http.StatusServiceUnavailable, Cause: err})
+		} else if err != nil {
+			return public(&unauthorized{cause: err})
+		}
 		typed := typedValues(r)
 		f := reasonForm(typed[reasonField])
 		if p := policy(); p.ShowsAccess() {
@@ -74,7 +82,8 @@ func HooksHandler(policy func() *Policy) http.Handler {
 			f.Fields = append(f.Fields, accessFormField(p, access))
 		}
 		httpx.WriteJSON(w, http.StatusOK, f)
-	})
+		return nil
+	}
 }
 
 // typedValues returns the text values typed so far, by field, from a

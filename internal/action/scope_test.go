@@ -120,7 +120,7 @@ func TestHooksAccess(t *testing.T) {
 		{legacyPath + "/hooks/change", changed, "hooks-change-access.json"},
 		{agentPath + "/hooks/change", strings.Replace(changed, `"value":"Full access"`, `"value":"root"`, 1), "hooks-change-access-invalid.json"},
 	} {
-		rec := f.post(tc.path, "", tc.body)
+		rec := f.post(tc.path, forestJWT(t, authSecret, nodeAdmin()), tc.body)
 		if rec.Code != 200 {
 			t.Errorf("%s: status %d", tc.path, rec.Code)
 		}
@@ -130,7 +130,7 @@ func TestHooksAccess(t *testing.T) {
 		t.Errorf("hooks wrote %d events", len(evs))
 	}
 	full := newFixture(t, url, nil, mustPolicy(t, "full_access: {roles: [Admin]}\n"))
-	if rec := full.post(legacyPath+"/hooks/load", "", ""); !strings.Contains(rec.Body.String(), `"defaultValue":"Full access"`) {
+	if rec := full.post(legacyPath+"/hooks/load", forestJWT(t, authSecret, nodeAdmin()), ""); !strings.Contains(rec.Body.String(), `"defaultValue":"Full access"`) {
 		t.Errorf("full_access alone: the form's default is not Full access: %s", rec.Body.String())
 	}
 }

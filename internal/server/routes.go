@@ -80,9 +80,9 @@ func addRoutes(r chi.Router, d Deps) {
 			Now:       d.Now,
 			Folded:    func() { m.foldedDenials.Inc() },
 		}))
-		hooks := action.HooksHandler(d.Policies.Load)
 		// Impersonation history: the record's impersonations for a reviewer.
 		forestAuth := action.NewAuthenticator(s.ForestAuthSecret.Reveal(), d.Now)
+		hooks := forest.Handle(action.HooksHandler(forestAuth, d.Policies.Load))
 		history := forest.Handle(action.HistoryHandler(action.HistoryOptions{
 			Log: d.Log, Auth: forestAuth, Policies: d.Policies, Store: d.Store,
 			History: audit.NewLog(d.Store, d.Now), Live: liveSession(d.Store), Events: events,
