@@ -212,3 +212,36 @@ func TestHooksNeedForestJWT(t *testing.T) {
 		}
 	}
 }
+
+// TestControlCharactersInForestValues (issue 18): a Forest-signed email or
+// id with a NUL or CR LF is refused at mint (400, naming the field), so it
+// never reaches the token, the session or X-Impersonation-Actor.
+func TestControlCharactersInForestValues(t *testing.T) {
+	srv := redistest.StartServer(t)
+	for _, tc := range []struct {
+		name, claim, value string
+		status             int
+	}{
+		{"NUL in the email", "email", "ada\x00@example.com", 400},
+		{"CR LF in the email", "email", "ada@example.com\r\nX-Impersonation-Actor: root@example.com", 400},
+		{"ESC in the team", "team", "Support\x1b[2J", 400},
+		{"LF in the id", "id", "1001\n", 400},
+		{"control: a non-ASCII email", "email", "zoë@exämple.com", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, srv.URL(), nil, nil)
+			claims := nodeAdmin()
+			claims[tc.claim] = tc.value
+			rec := f.post(legacyPath, forestJWT(t, authSecret, claims), body(`"42"`, `"ticket 1234"`))
+			if rec.Code != tc.status {
+				t.Fatalf("%d %s, want %d", rec.Code, rec.Body.String(), tc.status)
+			}
+			if tc.status == 400 && !strings.Contains(rec.Body.String(), "Forest user's "+tc.claim+" contains a control character") {
+				t.Errorf("answer %s does not say which field to fix", rec.Body.String())
+			}
+			if evs := f.events(t); tc.status == 400 && (len(evs) != 1 || !strings.Contains(evs[0].Detail, "control character")) {
+				t.Errorf("events %+v, want the refusal recorded", evs)
+			}
+		})
+	}
+}

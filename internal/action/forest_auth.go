@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/impersonator/impersonator/internal/httpx"
 	"github.com/impersonator/impersonator/internal/safetext"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -130,6 +131,23 @@ func (a *Authenticator) Authenticate(r *http.Request) (Admin, error) {
 		a.mu.Unlock()
 	}
 	return admin, nil
+}
+
+// checkText refuses an admin whose Forest-signed values hold a control
+// character or invalid UTF-8: the email and id travel on in the token, the
+// session and the X-Impersonation-Actor header, where a NUL or CR LF could
+// cut or forge a header. A refusal at mint (400), with the field to fix in
+// Forest.
+func (a Admin) checkText() error {
+	for _, f := range []struct{ name, v string }{
+		{"id", a.ID}, {"email", a.Email}, {"first name", a.FirstName}, {"last name", a.LastName},
+		{"team", a.Team}, {"role", a.Role}, {"permission level", a.PermissionLevel},
+	} {
+		if httpx.HasControl(f.v) {
+			return refuse("your Forest user's %s contains a control character or invalid UTF-8 (%s); fix it in Forest, then try again", f.name, strconv.QuoteToASCII(f.v))
+		}
+	}
+	return nil
 }
 
 // claimString reads the first present of names as a string; Forest sends

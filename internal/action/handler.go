@@ -100,6 +100,9 @@ func (o *Options) serve(w http.ResponseWriter, r *http.Request) error {
 		UserAgent: r.UserAgent(),
 		RequestID: httpx.RequestID(r.Context()),
 	}
+	if err := admin.checkText(); err != nil {
+		return public(o.deny(r, ev, err))
+	}
 	t, err := o.target(r, policy)
 	ev.Subject = audit.Subject{Collection: t.Collection, ID: t.ID}
 	ev.Reason = t.Reason

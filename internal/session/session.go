@@ -346,8 +346,8 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return httpx.Unavailable(err)
 	}
-	w.Header().Set("X-Impersonation-Subject", sess.Subject.ID)
-	w.Header().Set("X-Impersonation-Actor", sess.Actor.Email)
+	w.Header().Set("X-Impersonation-Subject", httpx.HeaderValue(sess.Subject.ID))
+	w.Header().Set("X-Impersonation-Actor", httpx.HeaderValue(sess.Actor.Email))
 	w.Header().Set("X-Impersonation-Scope", Scope(sess))
 	if Scope(sess) == token.ScopeRead {
 		if m, ok := readMethod(r.Header); !ok {
