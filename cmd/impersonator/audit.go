@@ -266,7 +266,10 @@ func printEvents(w io.Writer, format string, events []audit.Event) error {
 			row := []string{e.ID, e.Time.Format(time.RFC3339), string(e.Type), e.Actor.ID, e.Actor.Email,
 				e.Subject.Collection, e.Subject.ID, e.Reason, e.TokenID, e.SessionID, e.IP, e.RequestID, e.Detail}
 			for i := range row {
-				row[i] = safetext.CSVCell(row[i])
+				// Control characters escaped as the table shows them, so a
+				// reason can neither drive a terminal that cats the file
+				// nor forge a line; then formulas neutralised.
+				row[i] = safetext.CSVCell(safetext.Terminal(row[i]))
 			}
 			_ = cw.Write(row)
 		}

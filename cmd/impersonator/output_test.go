@@ -31,7 +31,7 @@ func TestOutputIsSafe(t *testing.T) {
 	defer st.Close()
 	ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Denied, Actor: audit.Actor{ID: "1", Email: "=HYPERLINK(\"http://evil\")"},
 		Subject: audit.Subject{Collection: "users", ID: "42"},
-		Reason:  "ticket\x1b[2J\x1b[H hidden\n2026-01-01T00:00:00Z  impersonation.minted  forged", Detail: "+cmd|' /C calc'!A0"})
+		Reason:  "ticket\x1b[2J\x1b[H\a hidden\n2026-01-01T00:00:00Z  impersonation.minted  forged", Detail: "+cmd|' /C calc'!A0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +53,7 @@ func TestOutputIsSafe(t *testing.T) {
 	if err := run(context.Background(), []string{"audit", "list", "--format", "csv"}, cli, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
+	csvText := out.String()
 	rows, err := csv.NewReader(&out).ReadAll()
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("csv = %v, %v", rows, err)
@@ -61,6 +62,13 @@ func TestOutputIsSafe(t *testing.T) {
 		if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
 			t.Errorf("csv cell %q starts a formula", cell)
 		}
+	}
+	// The CSV escapes control characters as the table does (issue 18).
+	if strings.ContainsAny(csvText, "\x1b\a") || strings.Count(csvText, "\n") != 2 {
+		t.Errorf("csv holds raw control characters or a forged row:\n%q", csvText)
+	}
+	if reason := rows[1][7]; reason != `ticket\x1b[2J\x1b[H\a hidden\n2026-01-01T00:00:00Z  impersonation.minted  forged` {
+		t.Errorf("csv reason = %q, want it escaped as the table shows it", reason)
 	}
 }
 
