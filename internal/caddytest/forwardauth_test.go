@@ -15,6 +15,7 @@ import (
 
 	"github.com/impersonator/impersonator/internal/nginxtest"
 	"github.com/impersonator/impersonator/internal/proxytest"
+	"github.com/impersonator/impersonator/internal/redistest"
 )
 
 // configFile is the shipped Caddy configuration, relative to the module root.
@@ -103,12 +104,13 @@ func TestCaddyForwardAuth(t *testing.T) {
 	bin := proxytest.BuildService(t, root)
 	cdy := Start(t, caddyAddr, block)
 	secret := proxytest.Secret(t)
+	redis := redistest.StartServer(t)
 	svc := proxytest.StartService(t, bin, svcAddr, map[string]string{
-		"REDIS_URL":                 "",
+		"REDIS_URL":                 redis.URL(),
 		"IMPERSONATOR_LISTEN":       svcAddr,
 		"IMPERSONATOR_PUBLIC_URL":   cdy.URL,
 		"IMPERSONATOR_APP_URL":      cdy.URL,
-		"IMPERSONATOR_KEYS_DIR":     t.TempDir(),
+		"IMPERSONATOR_KEYS_DIR":     proxytest.Keys(t, bin),
 		"FOREST_AUTH_SECRET":        secret,
 		"IMPERSONATOR_DELIVERY":     "redirect",
 		"IMPERSONATOR_LOG_LEVEL":    "warn",
@@ -241,6 +243,32 @@ func TestCaddyForwardAuth(t *testing.T) {
 			{name: "revoked", cookie: c, want: notImpersonating},
 			{name: "revoked, injected headers", cookie: c, inject: true, want: notImpersonating},
 		})
+	})
+
+	// Redis hung (frozen, connections open, nothing answered): a session
+	// this instance has not checked yet is not impersonating once the
+	// service's Redis timeout (3s) or caddy's (3s) passes; a session it
+	// checked before is answered from its memory.
+	t.Run("Redis hung", func(t *testing.T) {
+		fresh := proxytest.Login(t, cdy.URL, proxytest.Mint(t, "http://"+svcAddr, secret, ""))
+		redis.Pause()
+		defer redis.Resume()
+		timed := func(r request) time.Duration {
+			start := time.Now()
+			check(t, r)
+			return time.Since(start)
+		}
+		if took := timed(request{inject: true, want: notImpersonating}); took > time.Second {
+			t.Errorf("no cookie: a GET and a POST took %s, want them at once", took)
+		}
+		took := timed(request{cookie: fresh, inject: true, want: notImpersonating})
+		if took > 10*time.Second {
+			t.Errorf("a session not checked before: a GET and a POST took %s, want each within 5s", took)
+		}
+		t.Logf("a session not checked before: a GET and a POST not impersonating after %s", took.Round(time.Millisecond))
+		if took := timed(request{cookie: cookie, inject: true, want: impersonating}); took > time.Second {
+			t.Errorf("a session checked before: a GET and a POST took %s, want them at once (from memory)", took)
+		}
 	})
 
 	svc.Stop()

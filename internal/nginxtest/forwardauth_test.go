@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/impersonator/impersonator/internal/proxytest"
+	"github.com/impersonator/impersonator/internal/redistest"
 )
 
 // configFile is the shipped nginx configuration, relative to the module root.
@@ -100,12 +101,13 @@ func TestReadmeForwardAuth(t *testing.T) {
 	bin := proxytest.BuildService(t, root)
 	ngx := Start(t, ngxAddr, block)
 	secret := proxytest.Secret(t)
+	redis := redistest.StartServer(t)
 	svc := proxytest.StartService(t, bin, svcAddr, map[string]string{
-		"REDIS_URL":                 "",
+		"REDIS_URL":                 redis.URL(),
 		"IMPERSONATOR_LISTEN":       svcAddr,
 		"IMPERSONATOR_PUBLIC_URL":   ngx.URL,
 		"IMPERSONATOR_APP_URL":      ngx.URL,
-		"IMPERSONATOR_KEYS_DIR":     t.TempDir(),
+		"IMPERSONATOR_KEYS_DIR":     proxytest.Keys(t, bin),
 		"FOREST_AUTH_SECRET":        secret,
 		"IMPERSONATOR_DELIVERY":     "redirect",
 		"IMPERSONATOR_LOG_LEVEL":    "warn",
@@ -243,6 +245,40 @@ func TestReadmeForwardAuth(t *testing.T) {
 			{name: "revoked", cookie: true, roCookie: c, want: notImpersonating},
 			{name: "revoked, injected headers", cookie: true, inject: true, roCookie: c, want: notImpersonating},
 		})
+	})
+
+	// Redis hung (frozen, connections open, nothing answered): a session
+	// this instance has not checked yet is not impersonating once the
+	// service's Redis timeout (3s) or nginx's read timeout (3s) passes; a
+	// session it checked before is answered from its memory.
+	t.Run("Redis hung", func(t *testing.T) {
+		fresh := proxytest.Login(t, ngx.URL, proxytest.Mint(t, "http://"+svcAddr, secret, ""))
+		redis.Pause()
+		defer redis.Resume()
+		timed := func(t *testing.T, r request) (seen, time.Duration) {
+			t.Helper()
+			start := time.Now()
+			status, body := send(t, http.MethodGet, "/account", r)
+			took := time.Since(start)
+			var got seen
+			if status != http.StatusOK || json.Unmarshal(body, &got) != nil {
+				t.Fatalf("%d %s, want 200 from the app", status, body)
+			}
+			return got, took
+		}
+		if got, took := timed(t, request{inject: true}); !reflect.DeepEqual(got, notImpersonating) || took > 500*time.Millisecond {
+			t.Errorf("no cookie: the app saw %+v after %s, want not impersonating at once", got, took)
+		}
+		got, took := timed(t, request{cookie: true, roCookie: fresh, inject: true})
+		if !reflect.DeepEqual(got, notImpersonating) || took > 5*time.Second {
+			t.Errorf("a session not checked before: the app saw %+v after %s, want not impersonating within 5s", got, took)
+		}
+		t.Logf("a session not checked before: not impersonating after %s", took.Round(time.Millisecond))
+		// What the README's failure table says: the instance's memory
+		// answers for it, as it does while Redis is up.
+		if got, took = timed(t, request{cookie: true, inject: true}); !reflect.DeepEqual(got, impersonating) || took > 500*time.Millisecond {
+			t.Errorf("a session checked before: the app saw %+v after %s, want impersonating at once (from memory)", got, took)
+		}
 	})
 
 	svc.Stop()

@@ -331,3 +331,15 @@ func Hung(t *testing.T, addr string, during func(accepted *atomic.Int32)) {
 	}()
 	during(&accepted)
 }
+
+// Keys writes a signing key, active at once, into a new folder with the
+// service binary (`keys generate`), for a service on a real Redis (which
+// generates none itself), and returns the folder.
+func Keys(t *testing.T, bin string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command(bin, "keys", "generate", "--dir", dir, "--activate-after", "0s").CombinedOutput(); err != nil {
+		t.Fatalf("keys generate: %v\n%s", err, out)
+	}
+	return dir
+}

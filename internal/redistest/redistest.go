@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,6 +192,27 @@ func (s *Server) Stop() {
 		}
 		c.Close()
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open and commands
+// are never answered, as with a hung Redis. Resume, or the test's end,
+// thaws it.
+func (s *Server) Pause() {
+	s.tb.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		s.tb.Fatal("redistest: Pause of a stopped server")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.tb.Fatal(err)
+	}
+	s.tb.Cleanup(s.Resume) // a frozen process is not killed cleanly otherwise
+}
+
+// Resume thaws a paused server (SIGCONT).
+func (s *Server) Resume() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT)
 	}
 }
 
