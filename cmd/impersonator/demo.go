@@ -18,14 +18,12 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/impersonator/impersonator/internal/app"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/browserflow"
+	"github.com/impersonator/impersonator/internal/buildinfo"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/safetext"
-	"github.com/impersonator/impersonator/internal/server"
-	"github.com/impersonator/impersonator/internal/session"
-	"github.com/impersonator/impersonator/internal/store"
-	"github.com/impersonator/impersonator/internal/token"
 )
 
 const demoUsage = `Usage: impersonator demo [--panel-listen ADDR] [--app-listen ADDR] [--delivery auto|webhook|redirect]
@@ -87,32 +85,23 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		"IMPERSONATOR_DELIVERY":        *delivery,
 		"FOREST_AUTH_SECRET":           forestSecret,
 	}
-	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		return err
-	}
-	st, err := store.Open("", store.Options{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	dir, err := os.MkdirTemp("", "impersonator-demo-keys")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	keys, _, err := token.LoadOrCreate(dir, time.Now())
+	env["IMPERSONATOR_KEYS_DIR"] = dir
+	env["IMPERSONATOR_SHUTDOWN_DRAIN"] = "0s" // no load balancer to tell
+	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	metrics := server.NewMetrics(nil)
-	service := &http.Server{Handler: server.New(server.Deps{
-		Log: log, Settings: server.SettingsFrom(cfg), Store: st, Keys: keys,
-		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, time.Now),
-		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, time.Now),
-		Metrics:  metrics,
-	}), ReadHeaderTimeout: 5 * time.Second}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	service, err := app.New(ctx, cfg, app.Options{Log: log, Version: buildinfo.Version(), Commit: buildinfo.Commit()})
+	if err != nil {
+		return err
+	}
+	defer service.Close()
 
 	out := &lockedWriter{w: stdout}
 	access := &browserflow.AccessLog{Out: out}
@@ -129,31 +118,32 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		Admin:  admin,
 		Reason: "ticket 1234: customer cannot see invoices",
 	}), ReadHeaderTimeout: 5 * time.Second}
-	app := &http.Server{Handler: access.Wrap("app", &browserflow.App{Service: serviceURL, PanelOrigin: panelURL}),
+	customer := &http.Server{Handler: access.Wrap("app", &browserflow.App{Service: serviceURL, PanelOrigin: panelURL}),
 		ReadHeaderTimeout: 5 * time.Second}
 
 	bg, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
+	wg.Go(func() {
+		if err := service.Serve(bg, serviceLn, nil); err != nil {
+			errc <- err
+		}
+	})
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener
-	}{{service, serviceLn}, {panel, panelLn}, {app, appLn}} {
+	}{{panel, panelLn}, {customer, appLn}} {
 		wg.Go(func() {
 			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		})
 	}
-	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: time.Now}, Unused: metrics.CountUnused})
-	wg.Go(func() {
-		session.Sweeper{Store: st, Sessions: sessions, Owner: "demo", Interval: cfg.SweepInterval}.Run(bg)
-	})
-	wg.Go(func() { tailAudit(bg, audit.NewLog(st, time.Now), out) })
+	wg.Go(func() { tailAudit(bg, audit.NewLog(service.Store(), time.Now), out) })
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		for _, s := range []*http.Server{panel, app, service} {
+		for _, s := range []*http.Server{panel, customer} {
 			_ = s.Shutdown(sctx)
 		}
 		stop()

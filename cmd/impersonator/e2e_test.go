@@ -113,7 +113,7 @@ func TestMetricsListener(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"serve"}, env(map[string]string{
 			"IMPERSONATOR_LISTEN": "127.0.0.1:0", "IMPERSONATOR_METRICS_LISTEN": "127.0.0.1:0",
-			"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys",
+			"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys", "IMPERSONATOR_SHUTDOWN_DRAIN": "0s",
 		}), io.Discard, io.Discard)
 	}()
 	exited := false

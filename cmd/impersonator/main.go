@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/impersonator/impersonator/internal/app"
 )
 
 func main() {
@@ -78,7 +80,7 @@ Commands:
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	// go-redis logs its own reconnections; the CLI reports errors itself,
 	// and serve sends these lines through its structured log instead.
-	redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)})
+	redis.SetLogger(app.RedisLogger{Log: slog.New(slog.DiscardHandler)})
 	if len(args) == 0 {
 		usage(stderr)
 		return errUsage
@@ -87,6 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "-h", "--help", "-help", "help":
 		usage(stdout)
 		return nil
+	case "--version", "-version":
+		return runVersion(ctx, args[1:], getenv, stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

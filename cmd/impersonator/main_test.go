@@ -59,6 +59,9 @@ func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer) {
 		vars["IMPERSONATOR_LISTEN"] = "127.0.0.1:0"
 	}
 	vars["IMPERSONATOR_LOG_FORMAT"] = "text"
+	if _, set := vars["IMPERSONATOR_SHUTDOWN_DRAIN"]; !set {
+		vars["IMPERSONATOR_SHUTDOWN_DRAIN"] = "0s" // no load balancer to wait for
+	}
 	go func() { done <- run(ctx, []string{"serve"}, env(vars), io.Discard, stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -115,6 +115,10 @@ type Config struct {
 	PolicyPoll         time.Duration // how often the policy file is looked at for changes
 	NotifySecret       Secret        // IMPERSONATOR_NOTIFY_SECRET
 	Notify             notify.Config // notification targets, key and events
+	// Operations (README, "Running it in production").
+	ShutdownDrain   time.Duration // after SIGTERM, /readyz 503 while still serving, this long
+	ShutdownTimeout time.Duration // then in-flight requests get this long to finish
+	AllowEviction   bool          // serve although Redis may evict keys (maxmemory-policy not noeviction)
 
 	// Warnings are findings that do not stop serve; the caller logs them.
 	Warnings []string
@@ -160,6 +164,9 @@ var Vars = []Var{
 	{notify.EnvURLs, "notify-urls", "", "comma-separated URLs each selected audit event is POSTed to (Standard Webhooks; slack+https:// for Slack)"},
 	{notify.EnvSecret, "notify-secret", "", "notification signing secret: whsec_<base64> or 32+ characters"},
 	{notify.EnvEvents, "notify-events", "", "comma-separated audit event types to notify (default: every type)"},
+	{"IMPERSONATOR_SHUTDOWN_DRAIN", "shutdown-drain", "5s", "after SIGTERM, /readyz answers 503 while requests are still served this long (0 to 5m), so the load balancer stops sending first"},
+	{"IMPERSONATOR_SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "then in-flight requests get this long to finish (1s to 10m)"},
+	{"IMPERSONATOR_REDIS_ALLOW_EVICTION", "redis-allow-eviction", "false", "true: be ready although Redis's maxmemory-policy may evict keys (approvals, rate counters, sessions); default false: /readyz 503"},
 }
 
 // Options are Load's optional hooks.
@@ -375,6 +382,11 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 	}
 	c.SweepInterval = dur("IMPERSONATOR_SWEEP_INTERVAL", 100*time.Millisecond, 10*time.Minute)
 	c.PolicyPoll = dur("IMPERSONATOR_POLICY_POLL", 100*time.Millisecond, 10*time.Minute)
+	c.ShutdownDrain = dur("IMPERSONATOR_SHUTDOWN_DRAIN", 0, 5*time.Minute)
+	c.ShutdownTimeout = dur("IMPERSONATOR_SHUTDOWN_TIMEOUT", time.Second, 10*time.Minute)
+	if c.AllowEviction, err = strconv.ParseBool(get("IMPERSONATOR_REDIS_ALLOW_EVICTION")); err != nil {
+		bad("IMPERSONATOR_REDIS_ALLOW_EVICTION", "%q is neither true nor false", get("IMPERSONATOR_REDIS_ALLOW_EVICTION"))
+	}
 
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.PublicURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {

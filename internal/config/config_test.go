@@ -50,6 +50,8 @@ func TestDefaults(t *testing.T) {
 		SweepInterval:      30 * time.Second,
 		PolicyPoll:         30 * time.Second,
 		Notify:             notify.Config{Events: audit.Types}, // off: no URL, every type selected
+		ShutdownDrain:      5 * time.Second,
+		ShutdownTimeout:    10 * time.Second,
 	}
 	if diff := cmp.Diff(want, c, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

@@ -52,7 +52,7 @@ func addRoutes(r chi.Router, d Deps) {
 	// Public: liveness, readiness, keys, metrics, the API's description.
 	r.Group(func(r chi.Router) {
 		r.Get("/healthz", handleHealthz())
-		r.With(withTimeout(redisTimeout)).Method(http.MethodGet, "/readyz", plain.Handle(handleReadyz(d.Store)))
+		r.With(withTimeout(readyTimeout)).Method(http.MethodGet, "/readyz", plain.Handle(handleReadyz(d.Store, d.Ready)))
 		r.Get("/.well-known/jwks.json", handleJWKS(d.Keys))
 		r.Get("/openapi.yaml", handleOpenAPI())
 		if !s.MetricsElsewhere {

@@ -85,6 +85,9 @@ type Deps struct {
 	// AuditMemory, when set, is what the checkpointer has seen of the
 	// chain: /v1/audit/verify uses it as a witness and names its alarm.
 	AuditMemory *audit.Memory
+	// Ready, when set, lets the caller make /readyz answer 503 (draining,
+	// an evicting Redis); nil: /readyz reports Redis alone.
+	Ready *Readiness
 }
 
 // New returns the service's handler.

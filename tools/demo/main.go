@@ -6,13 +6,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -20,17 +22,17 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/impersonator/impersonator/internal/app"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
-	"github.com/impersonator/impersonator/internal/server"
-	"github.com/impersonator/impersonator/internal/store"
-	"github.com/impersonator/impersonator/internal/token"
 )
 
-const (
-	forestSecret = "demo-forest-auth-secret-not-for-production"
-	adminToken   = "demo-admin-api-token-not-for-production-0123"
-)
+// randomSecret is a secret made for this run: the demo has no fixed one.
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
 
 func main() {
 	if err := run(os.Stdout); err != nil {
@@ -40,37 +42,36 @@ func main() {
 }
 
 func run(out io.Writer) error {
-	ctx := context.Background()
-	st, err := store.Open("", store.Options{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	forestSecret, adminToken := randomSecret(), randomSecret()
 	dir, err := os.MkdirTemp("", "impersonator-demo-keys")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	keys, _, err := token.LoadOrCreate(dir, time.Now())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
+	base := "http://" + ln.Addr().String()
 	env := map[string]string{"FOREST_AUTH_SECRET": forestSecret, "IMPERSONATOR_PUBLIC_URL": base, "IMPERSONATOR_APP_URL": "http://app.localhost",
-		"IMPERSONATOR_ADMIN_TOKENS": adminToken}
+		"IMPERSONATOR_ADMIN_TOKENS": adminToken, "IMPERSONATOR_KEYS_DIR": dir, "IMPERSONATOR_SHUTDOWN_DRAIN": "0s"}
 	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	srv.Config.Handler = server.New(server.Deps{
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Settings: server.SettingsFrom(cfg), Store: st, Keys: keys,
-		Issuer:   token.NewIssuer(keys, cfg.PublicURL, cfg.Audience, time.Now),
-		Verifier: token.NewVerifier(keys, cfg.PublicURL, cfg.Audience, time.Now),
-	})
-	srv.Start()
-	defer srv.Close()
+	service, err := app.New(ctx, cfg, app.Options{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer service.Close()
+	served := make(chan error, 1)
+	go func() { served <- service.Serve(ctx, ln, nil) }()
+	defer func() { cancel(); <-served }()
+	st, keys := service.Store(), service.Keys()
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 

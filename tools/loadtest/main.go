@@ -400,6 +400,7 @@ func startService(ctx context.Context, e *env, bin, tmp string) error {
 			"IMPERSONATOR_LOGIN_RATE=0",
 			"IMPERSONATOR_DELIVERY=webhook",
 			"IMPERSONATOR_LOG_LEVEL=warn",
+			"IMPERSONATOR_SHUTDOWN_DRAIN=0s", // no load balancer to wait for
 			// Signed audit checkpoints run every minute by default and
 			// would land in some timed phases and not others.
 			"IMPERSONATOR_CHECKPOINT_INTERVAL=1h",
