@@ -4,6 +4,12 @@ SHELL       := /bin/bash
 GO      ?= go
 BIN     ?= bin/impersonator
 PKGS    ?= ./...
+# make build stamps the version (the exact tag, else a Go pseudo-version of
+# HEAD) and the commit (with -dirty for uncommitted changes).
+BUILDINFO := github.com/impersonator/impersonator/internal/buildinfo
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null || TZ=UTC git log -1 --date=format-local:%Y%m%d%H%M%S --format=v0.0.0-%cd-%h --abbrev=12 2>/dev/null)
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 
 .DEFAULT_GOAL := help
 
@@ -20,8 +26,8 @@ demo: ## walk one impersonation end to end (mint, login, session, replay, logout
 	$(GO) run ./tools/demo
 
 .PHONY: build
-build: ## build the binary into bin/
-	$(GO) build -trimpath -o $(BIN) ./cmd/impersonator
+build: ## build the binary into bin/, stamped with the version and commit (bin/impersonator version)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/impersonator
 
 .PHONY: test
 test: test-deps ## run every test: embedded Redis, real redis-server, Cluster and Sentinel, nginx, Caddy, headless Chromium and Firefox

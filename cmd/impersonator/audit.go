@@ -57,10 +57,11 @@ var (
 
 func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "export" && args[0] != "verify" && args[0] != "accept") {
-		fmt.Fprint(stderr, auditUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stdout, auditUsage)
 			return flag.ErrHelp
 		}
+		fmt.Fprint(stderr, auditUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)

@@ -41,13 +41,26 @@ func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer)
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, usage)
-		fs.SetOutput(stdout)
-		fmt.Fprintln(stdout, "\nFlags:")
-		fs.PrintDefaults()
+		flags := 0
+		fs.VisitAll(func(*flag.Flag) { flags++ })
+		if flags > 0 {
+			fs.SetOutput(stdout)
+			fmt.Fprintln(stdout, "\nFlags:")
+			fs.PrintDefaults()
+		}
 		return err
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w (see impersonator %s --help)", fs.Name(), err, fs.Name())
 	}
 	return nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }

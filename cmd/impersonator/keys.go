@@ -44,10 +44,11 @@ func runKeys(_ context.Context, args []string, getenv func(string) string, stdou
 // keysCommand is `impersonator keys`, with now as the clock.
 func keysCommand(args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "generate" && args[0] != "retire" && args[0] != "list") {
-		fmt.Fprint(stderr, keysUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stdout, keysUsage)
 			return flag.ErrHelp
 		}
+		fmt.Fprint(stderr, keysUsage)
 		return errUsage
 	}
 	sub := args[0]
@@ -70,6 +71,13 @@ func keysCommand(args []string, getenv func(string) string, now func() time.Time
 		wantArgs = 1
 	}
 	pos, err := parseInterspersed(set, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, keysUsage)
+		fmt.Fprintf(stdout, "\nFlags of keys %s:\n", sub)
+		set.SetOutput(stdout)
+		set.PrintDefaults()
+		return err
+	}
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,7 @@ func TestKeysFlags(t *testing.T) {
 // TestKeysUsage: the usage names every subcommand and flag.
 func TestKeysUsage(t *testing.T) {
 	var stderr bytes.Buffer
-	if err := keysCommand([]string{"--help"}, env(nil), time.Now, io.Discard, &stderr); !errors.Is(err, flag.ErrHelp) {
+	if err := keysCommand([]string{"--help"}, env(nil), time.Now, &stderr, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("keys --help = %v, want flag.ErrHelp", err)
 	}
 	for _, want := range []string{"keys generate [--alg EdDSA|ES256] [--dir DIR] [--activate-after D]",

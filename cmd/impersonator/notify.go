@@ -26,10 +26,11 @@ credentials. Needs no Redis.
 // runNotify is `impersonator notify`.
 func runNotify(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "test" {
-		fmt.Fprint(stderr, notifyUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stdout, notifyUsage)
 			return flag.ErrHelp
 		}
+		fmt.Fprint(stderr, notifyUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("notify test", flag.ContinueOnError)

@@ -25,10 +25,11 @@ appends a session.revoked event naming the operator ($USER).
 
 func runSessions(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "revoke") {
-		fmt.Fprint(stderr, sessionsUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stdout, sessionsUsage)
 			return flag.ErrHelp
 		}
+		fmt.Fprint(stderr, sessionsUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sessions "+args[0], flag.ContinueOnError)

@@ -2,30 +2,29 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/impersonator/impersonator/internal/buildinfo"
 )
 
-// version is set at build time (-ldflags "-X main.version=v1.2.3").
-var version = ""
+const versionUsage = `Usage: impersonator version (or impersonator --version)
 
-func versionString() string {
-	v := version
-	if v == "" {
-		v = "dev"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-	}
-	return v
-}
+Prints the version and commit this binary was built from (make build
+stamps them), the Go version and the platform.
+`
 
 func runVersion(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
-	if len(args) > 0 {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if err := parseFlags(fs, args, versionUsage, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
 		return fmt.Errorf("version takes no arguments")
 	}
-	fmt.Fprintf(stdout, "impersonator %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "impersonator %s (commit %s) %s %s/%s\n", buildinfo.Version(), buildinfo.Commit(),
+		runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil
 }

@@ -133,6 +133,14 @@ func TestEvictingRedisNotReady(t *testing.T) {
 	}
 }
 
+// TestBuildInfoMetric: /metrics names the build that runs.
+func TestBuildInfoMetric(t *testing.T) {
+	base, _ := start(t, map[string]string{}, Options{Version: "v1.2.3", Commit: "abc123"})
+	if _, metrics := get(t, base+"/metrics"); !strings.Contains(metrics, `impersonator_build_info{commit="abc123",version="v1.2.3"} 1`) {
+		t.Errorf("/metrics lacks the build info:\n%s", metrics)
+	}
+}
+
 // TestEvictionPolicyWatched: a policy changed while serving is noticed
 // within the poll interval, both ways.
 func TestEvictionPolicyWatched(t *testing.T) {
