@@ -279,6 +279,31 @@ func TestReadmeForwardAuth(t *testing.T) {
 		if got, took = timed(t, request{cookie: true, inject: true}); !reflect.DeepEqual(got, impersonating) || took > 500*time.Millisecond {
 			t.Errorf("a session checked before: the app saw %+v after %s, want impersonating at once (from memory)", got, took)
 		}
+		// The session endpoint itself, as an app that introspects sees it:
+		// 200 from memory at once, or 503 once go-redis gives up. Measured
+		// 12s, not the check's own 3s: go-redis applies its read and pool
+		// timeouts, not the request context's deadline (its
+		// ContextTimeoutEnabled is off). The README's failure table says so.
+		for _, c := range []struct {
+			name   string
+			cookie *http.Cookie
+			want   int
+			within time.Duration
+		}{{"not checked before", fresh, http.StatusServiceUnavailable, 15 * time.Second}, {"checked before", cookie, http.StatusOK, 500 * time.Millisecond}} {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+svcAddr+"/impersonation/session", nil)
+			req.AddCookie(c.cookie)
+			start := time.Now()
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			took := time.Since(start)
+			if res.StatusCode != c.want || took > c.within || len(res.Header.Values("Set-Cookie")) != 0 {
+				t.Errorf("session endpoint, %s: %d after %s (Set-Cookie %q), want %d within %s and no Set-Cookie", c.name, res.StatusCode, took, res.Header.Values("Set-Cookie"), c.want, c.within)
+			}
+			t.Logf("session endpoint, Redis hung, %s: %d after %s", c.name, res.StatusCode, took.Round(time.Millisecond))
+		}
 	})
 
 	svc.Stop()
