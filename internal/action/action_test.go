@@ -322,7 +322,8 @@ func TestAction(t *testing.T) {
 			status: 503, golden: "503-not-configured.json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, url := redistest.EmbeddedURL(t)
+			m, url := redistest.EmbeddedURL(t)
+			m.SetTime(t0) // an event's time is its stream id's: the Redis server's clock
 			f := newFixture(t, url, tc.env, tc.policy)
 			rec := f.post(tc.path, tc.bearer, tc.body)
 			if rec.Code != tc.status {

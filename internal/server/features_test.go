@@ -435,27 +435,34 @@ func adminTokenID(tok string) string {
 // the admin's email only on request; limit=1 walks all three.
 func TestHistory(t *testing.T) {
 	d := newDeployment(t, nil)
+	// An event's time is its stream id's (the Redis server's clock, not
+	// d's): each step lets Redis's clock move on too, and the answers show
+	// each distinct time by its chronological rank (labelTimes).
+	step := func() {
+		d.advance(time.Minute)
+		time.Sleep(3 * time.Millisecond)
+	}
 	a := d.impersonate(featAda, "users", "42", "ticket 1: invoices missing", "")
-	d.advance(time.Minute)
+	step()
 	b := d.impersonate(featGrace, "users", "42", "ticket 2: address change", "Read only")
-	d.advance(time.Minute)
+	step()
 	aSID := sidOf(t, d, a)
 	if rec := d.admin("DELETE", "/v1/sessions/"+aSID, ""); rec.Code != 204 {
 		t.Fatalf("revoke: %d", rec.Code)
 	}
-	d.advance(time.Minute)
+	step()
 	d.impersonate(featAda, "users", "7", "ticket 3: another customer", "")
 	if rec := d.do("POST", "/impersonation/logout", "", nil, b); rec.Code != 204 {
 		t.Fatalf("logout: %d", rec.Code)
 	}
-	d.advance(time.Minute)
+	step()
 	c := d.impersonate(featAda, "users", "42", "ticket 4: still broken", "")
 	sids := map[string]string{aSID: "<session a>", sidOf(t, d, b): "<session b>", sidOf(t, d, c): "<session c>"}
 	anonymise := func(s string) string {
 		for sid, name := range sids {
 			s = strings.ReplaceAll(s, sid, name)
 		}
-		return s
+		return labelTimes(s)
 	}
 
 	rec := d.admin("GET", "/v1/subjects/users/42/history", "")

@@ -433,9 +433,74 @@ func eventArgs(e audit.Encoded) []any {
 // luaEmit is prepended to every script that appends audit events: emit
 // appends one event to the stream (KEYS[1] of every such script) and its id
 // to each of the event's indexes.
+//
+// One clock (issue 18): the event's "time" is its stream id's time. The
+// script takes the Redis server's TIME, makes the next stream id from it
+// (never below the newest entry's, so a clock that steps back, or a new
+// primary's, still appends in order), writes that millisecond as the
+// event's time and appends with that very id. The stored bytes, which the
+// checkpoints hash, then say what since/until select by. The event's
+// "time" is its first "time" key: the encoder writes it second, after the
+// id, and no JSON string can hold an unescaped quote. The explicit full id
+// works on every Redis the store runs on (no "ms-*", which needs 7.0); if
+// the stream's last id is past its newest entry's (that entry deleted), the
+// id continues from XINFO's last-generated-id.
 const luaEmit = `
+local function isotime(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  local out = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
+  if frac > 0 then
+    local f = (string.gsub(string.format('%03d', frac), '0+$', ''))
+    out = out .. '.' .. f
+  end
+  return out .. 'Z'
+end
+local function stamped(ev, ms)
+  local _, j = string.find(ev, '"time":"', 1, true)
+  if not j then return ev end
+  local k = string.find(ev, '"', j + 1, true)
+  return string.sub(ev, 1, j) .. isotime(ms) .. string.sub(ev, k)
+end
+local function idparts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
 local function emit(ev, idx)
-  local id = redis.call('XADD', KEYS[1], '*', $FIELD_EVENT, ev)
+  local t = redis.call('TIME')
+  local ms, seq = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #top > 0 then
+    local tms, tseq = idparts(top[1][1])
+    if tms >= ms then ms, seq = tms, tseq + 1 end
+  end
+  local id = string.format('%d-%d', ms, seq)
+  local ok = redis.pcall('XADD', KEYS[1], id, $FIELD_EVENT, stamped(ev, ms))
+  if type(ok) == 'table' and ok.err then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local lms, lseq = idparts(info[i + 1])
+        if lms >= ms then ms, seq = lms, lseq + 1 end
+      end
+    end
+    id = string.format('%d-%d', ms, seq)
+    redis.call('XADD', KEYS[1], id, $FIELD_EVENT, stamped(ev, ms))
+  end
   for name in string.gmatch(idx, '[^ ]+') do
     redis.call('XADD', KEYS[1] .. ':idx:' .. name, id, 'i', '')
   end

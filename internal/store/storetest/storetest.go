@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/redisurl"
@@ -154,6 +157,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("TrimBothStreamsTogether", func(t *testing.T) { testTrim(t, b) })
 	t.Run("SweepLease", func(t *testing.T) { testLease(t, b) })
 	t.Run("ConsentAndSubjectIndexes", func(t *testing.T) { testConsent(t, b) })
+	t.Run("OneClock", func(t *testing.T) { testOneClock(t, b) })
 }
 
 func testReserve(t *testing.T, b Backend) {
@@ -730,15 +734,27 @@ func want(t testing.TB, r store.Redemption, g store.Grant, id string, typ audit.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(enc.JSON)
+	return untimed(string(enc.JSON))
 }
 
-// raw returns the stored bytes of the audit stream's events, by event id.
+// eventTime is an encoded event's "time" value (the encoder writes it
+// second, after the id).
+var eventTime = regexp.MustCompile(`^(\{"id":"[^"]*","time":")([^"]*)"`)
+
+// untimed is an encoded event with its time left out: the store writes the
+// Redis server's (testOneClock), so the rest is compared byte for byte.
+func untimed(s string) string { return eventTime.ReplaceAllString(s, `${1}"`) }
+
+// raw returns the stored bytes of the audit stream's events, by event id,
+// untimed; each event's stored time must be its stream id's (one clock).
 func raw(t testing.TB, s *store.Store) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := audit.NewLog(s, time.Now).Range(context.Background(), "-", func(e audit.Entry) bool {
-		out[e.Event.ID] = e.Raw
+		if got, want := e.Event.Time, idTime(e.StreamID); !got.Equal(want) {
+			t.Errorf("event %s stored with time %s, not its stream id %s's", e.Event.ID, got, e.StreamID)
+		}
+		out[e.Event.ID] = untimed(e.Raw)
 		return true
 	})
 	if err != nil {
@@ -858,7 +874,7 @@ func testRedeemLegacy(t *testing.T, b Backend) {
 	if ok, _, err := s.Redeem(ctx, red); !ok || err != nil {
 		t.Fatalf("Redeem of a grant without context = %v, %v", ok, err)
 	}
-	if got, w := raw(t, s)["r-s"], string(red.Redeemed.JSON); got != w {
+	if got, w := raw(t, s)["r-s"], untimed(string(red.Redeemed.JSON)); got != w {
 		t.Errorf("event:\n got %s\nwant %s (the claims')", got, w)
 	}
 	if sess, err := s.GetSession(ctx, "s"); err != nil || !cmp.Equal(sess, red.Session) {
@@ -977,4 +993,89 @@ func testRedeemAuto(t *testing.T, b Backend) {
 	if ok, _, err := s.Redeem(ctx, red); ok || err == nil {
 		t.Errorf("auto credential without the superseded event = %v, %v; want an error", ok, err)
 	}
+}
+
+// idTime is the time of a stream id: its millisecond.
+func idTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseInt(ms, 10, 64)
+	return time.UnixMilli(n).UTC()
+}
+
+// testOneClock: every script that appends an event stores as its time its
+// stream id's (the Redis server's clock), whatever the writer's clock says
+// (here three weeks off); ids keep increasing when the stream's newest id
+// is ahead of the server's clock (a primary whose clock is behind its
+// predecessor's), and when that newest entry was deleted.
+func testOneClock(t *testing.T, b Backend) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("{stc%d-%d}", time.Now().UnixNano()%1e9, prefixes.Add(1))
+	s := b.instances(t, 1, prefix)[0]
+	skewed := func() time.Time { return b.Now().Add(-21 * 24 * time.Hour) }
+	stamp := func(id string) audit.Encoded { return enc(t, skewed, audit.Rejected, id, "skewed") }
+	if _, err := s.Append(ctx, stamp("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendCounted(ctx, stamp("c"), store.Limit{N: 5, Window: time.Minute, Who: []string{"login", "192.0.2.7"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendFolded(ctx, stamp("f"), store.Fold{N: 5, Window: time.Minute, Who: []string{"deny", "1001"}, Summary: stamp("fs")}); err != nil {
+		t.Fatal(err)
+	}
+	r := reservation(t, b, "j")
+	r.Minted = stamp("m")
+	if _, err := s.Reserve(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// The stream's newest id an hour ahead of the server's clock (kept),
+	// then its newest id two hours ahead, deleted.
+	c, err := redisurl.NewClient(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ahead := time.Now().Add(time.Hour).UnixMilli()
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: prefix + ":audit", ID: fmt.Sprintf("%d-5", ahead), Values: []string{"e", "{}"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, stamp("after-ahead")); err != nil {
+		t.Fatal(err)
+	}
+	ahead += time.Hour.Milliseconds()
+	deleted := fmt.Sprintf("%d-0", ahead)
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: prefix + ":audit", ID: deleted, Values: []string{"e", "{}"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XDel(ctx, prefix+":audit", deleted).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, stamp("after-deleted")); err != nil {
+		t.Fatal(err)
+	}
+
+	var ids []string
+	prev := ""
+	err = audit.NewLog(s, time.Now).Range(ctx, "-", func(e audit.Entry) bool {
+		if e.Raw == "{}" {
+			return true
+		}
+		ids = append(ids, e.Event.ID)
+		if got, want := e.Event.Time, idTime(e.StreamID); !got.Equal(want) {
+			t.Errorf("event %s: stored time %s, its stream id %s's is %s", e.Event.ID, got, e.StreamID, want)
+		}
+		if prev != "" && !audit.StreamLess(prev, e.StreamID) {
+			t.Errorf("event %s: stream id %s after %s", e.Event.ID, e.StreamID, prev)
+		}
+		prev = e.StreamID
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "c", "f", "m", "after-ahead", "after-deleted"}; !cmp.Equal(ids, want) {
+		t.Errorf("events %v, want %v", ids, want)
+	}
+	// A real Redis refuses an id at or below the deleted entry's (its
+	// last-generated-id): "after-deleted" appended at all is the proof.
+	// (miniredis compares with the newest entry only.)
 }
