@@ -54,7 +54,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the service (configuration from the environment or flags; serve --help)", runServe},
 		{"keys", "manage signing keys: keys generate [--alg EdDSA|ES256] [--activate-after D], keys retire KID, keys list", runKeys},
-		{"sessions", "active sessions: sessions list [--actor ID], sessions revoke ID | --actor ID", runSessions},
+		{"sessions", "active sessions: sessions list [--actor ID], sessions show ID, sessions revoke ID | --actor ID", runSessions},
 		{"audit", "the audit log: audit list [filters], audit export [--since T] [--follow], audit verify", runAudit},
 		{"dev", "development helpers: dev forest-jwt --email E prints a Forest UI JWT signed with FOREST_AUTH_SECRET", runDev},
 		{"demo", "serve a clickable impersonation on loopback: an admin panel and a customer app (demo --help)", runDemo},

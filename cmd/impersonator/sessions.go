@@ -16,15 +16,17 @@ import (
 )
 
 const sessionsUsage = `Usage: impersonator sessions list [--actor ADMIN_ID]
+       impersonator sessions show SESSION_ID
        impersonator sessions revoke SESSION_ID
        impersonator sessions revoke --actor ADMIN_ID
 
 Reads and changes the service's Redis directly (REDIS_URL). Each revocation
-appends a session.revoked event naming the operator ($USER).
+appends a session.revoked event naming the operator ($USER). show prints a
+session's activity trail: the requests forward-auth saw during it.
 `
 
 func runSessions(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "revoke") {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "revoke" && args[0] != "show") {
 		if len(args) > 0 && isHelp(args[0]) {
 			fmt.Fprint(stdout, sessionsUsage)
 			return flag.ErrHelp
@@ -42,6 +44,13 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer st.Close()
+	if args[0] == "show" {
+		if fs.NArg() != 1 || *actor != "" {
+			fmt.Fprint(stderr, sessionsUsage)
+			return errUsage
+		}
+		return showSession(ctx, st, fs.Arg(0), stdout)
+	}
 	if args[0] == "list" {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("sessions list: unexpected arguments %q", fs.Args())
@@ -86,4 +95,30 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 	}
 	fmt.Fprint(stderr, sessionsUsage)
 	return errUsage
+}
+
+// showSession prints the activity trail of session sid.
+func showSession(ctx context.Context, st *store.Store, sid string, stdout io.Writer) error {
+	if !session.ValidSessionID(sid) {
+		return fmt.Errorf("%q is not a session id", safetext.Terminal(sid))
+	}
+	page, err := session.ReadActivity(ctx, st, sid)
+	if errors.Is(err, store.ErrNoSession) {
+		return fmt.Errorf("no activity recorded for session %s (unknown, or its trail expired)", sid)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "session %s: %d request(s)", sid, page.Requests)
+	if page.Truncated {
+		fmt.Fprintf(stdout, ", the first %d listed", len(page.Entries))
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tMETHOD\tPATH\tDECISION")
+	for _, e := range page.Entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"), safetext.Terminal(e.Method),
+			safetext.Terminal(e.Path), safetext.Terminal(e.Decision))
+	}
+	return tw.Flush()
 }

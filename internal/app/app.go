@@ -157,9 +157,13 @@ func (a *App) build(ctx context.Context) error {
 	}
 	metrics.SetAlarm(memory.Alarm() != "")
 	sessionCache := session.NewCache(cfg.SessionIdle)
+	// The activity trail: buffered by the session check, written every
+	// DefaultFlushInterval by its own worker (below).
+	activity := session.NewRecorder(st, log.With("component", "activity"), session.DefaultFlushInterval)
 	policies := action.NewPolicyHolder(a.opts.Policy)
 	a.handler = server.New(server.Deps{
 		SessionCache: sessionCache,
+		Activity:     activity,
 		Log:          log,
 		Settings:     server.SettingsFrom(cfg),
 		Store:        st,
@@ -180,13 +184,13 @@ func (a *App) build(ctx context.Context) error {
 	a.auditLog = audit.NewLog(st, now)
 	a.cp = audit.Checkpointer{Log: log, Signer: keys, Interval: cfg.CheckpointInterval, Retention: cfg.AuditRetention,
 		Memory: memory, Alarm: metrics.SetAlarm}
-	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: now}, Now: now, Unused: metrics.CountUnused})
+	sessions := session.New(session.Options{Log: log, Store: st, Events: audit.Encoder{Now: now}, Now: now, Unused: metrics.CountUnused, Activity: activity})
 	host, _ := os.Hostname()
 	sweeper := session.Sweeper{Store: st, Sessions: sessions, Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), token.NewJTI()),
 		Interval: cfg.SweepInterval}
 	// The policy reloads (SIGHUP, and when its file changes), and applies
 	// to live sessions: those it now refuses are revoked.
-	revoker := session.Revoker{Store: st, Events: audit.Encoder{Now: now}, Cache: sessionCache}
+	revoker := session.Revoker{Store: st, Events: audit.Encoder{Now: now}, Cache: sessionCache, Activity: activity}
 	reloader := &action.Reloader{Path: cfg.PolicyFile, Holder: policies, Log: log.With("component", "policy"),
 		Interval: cfg.PolicyPoll, Recheck: cfg.TokenTTL + token.Leeway, Store: st, OnResult: metrics.PolicyReloaded,
 		Revoke: func(ctx context.Context, sess store.Session, detail string) error {
@@ -196,6 +200,9 @@ func (a *App) build(ctx context.Context) error {
 		{"checkpoint", func(ctx context.Context) { a.cp.Run(ctx, a.auditLog) }},
 		{"sweeper", sweeper.Run},
 		{"session cache", func(ctx context.Context) { sessionCache.Run(ctx, st, log) }},
+		// The activity trail's writer: stopped after the last request, it
+		// writes what is left.
+		{"activity", activity.Run},
 		// Keys reload without a restart: every 30 s, and at once on SIGHUP
 		// (so does the policy file).
 		{"keys", func(ctx context.Context) { keys.Watch(ctx, token.DefaultWatchInterval) }},

@@ -91,6 +91,9 @@ type Event struct {
 	UserAgent string `json:"user_agent,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
 	Detail    string `json:"detail,omitempty"`
+	// Requests, on a session's end (session.ended, session.revoked), is
+	// the number of requests its activity trail counted.
+	Requests *int64 `json:"requests,omitempty"`
 }
 
 // idEncoding is lower-case base32 without padding: URL- and shell-safe.

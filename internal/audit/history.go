@@ -252,14 +252,16 @@ func streamBefore(a, b string) bool {
 // with {"impersonations":[…],"next_cursor":…}, newest first. subject reads
 // the path's subject (a 400 error when it is not one); live reports whether
 // a session is still live.
-func HistoryHandler(l *Log, subject func(*http.Request) (Subject, error), live func(context.Context, string) (bool, error)) httpx.HandlerFunc {
+// requests, when set, gives each impersonation its activity trail's count.
+func HistoryHandler(l *Log, subject func(*http.Request) (Subject, error), live func(context.Context, string) (bool, error),
+	requests func(context.Context, []string) ([]int64, error)) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		subj, err := subject(r)
 		if err != nil {
 			return err
 		}
 		q := r.URL.Query()
-		o := HistoryOptions{Limit: DefaultHistoryLimit, Cursor: q.Get("cursor"), Live: live}
+		o := HistoryOptions{Limit: DefaultHistoryLimit, Cursor: q.Get("cursor"), Live: live, Requests: requests}
 		if v := q.Get("limit"); v != "" {
 			if o.Limit, err = strconv.Atoi(v); err != nil || o.Limit < 1 || o.Limit > MaxHistoryLimit {
 				return httpx.Errorf(http.StatusBadRequest, fmt.Sprintf("limit must be a number from 1 to %d", MaxHistoryLimit), err)

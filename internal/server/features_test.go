@@ -50,7 +50,7 @@ type deployment struct {
 	now  time.Time
 }
 
-func newDeployment(t *testing.T, policy *action.Policy) *deployment {
+func newDeployment(t *testing.T, policy *action.Policy, opts ...func(*deployment, *Deps)) *deployment {
 	t.Helper()
 	srv := redistest.StartServer(t)
 	vars := map[string]string{
@@ -70,7 +70,7 @@ func newDeployment(t *testing.T, policy *action.Policy) *deployment {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.st.Close() })
-	d.h = New(Deps{
+	deps := Deps{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Settings: SettingsFrom(cfg),
 		Store:    d.st,
@@ -79,7 +79,11 @@ func newDeployment(t *testing.T, policy *action.Policy) *deployment {
 		Verifier: token.NewVerifier(d.keys, cfg.PublicURL, cfg.Audience, d.clock),
 		Now:      d.clock,
 		Policy:   policy,
-	})
+	}
+	for _, o := range opts {
+		o(d, &deps)
+	}
+	d.h = New(deps)
 	return d
 }
 

@@ -85,7 +85,7 @@ func addRoutes(r chi.Router, d Deps) {
 		hooks := forest.Handle(action.HooksHandler(forestAuth, d.Policies.Load))
 		history := forest.Handle(action.HistoryHandler(action.HistoryOptions{
 			Log: d.Log, Auth: forestAuth, Policies: d.Policies, Store: d.Store,
-			History: audit.NewLog(d.Store, d.Now), Live: liveSession(d.Store), Events: events,
+			History: audit.NewLog(d.Store, d.Now), Live: liveSession(d.Store), Requests: activityCounts(d), Events: events,
 		}))
 		historyHooks := forest.Handle(action.HistoryHooksHandler(forestAuth))
 		for _, p := range []string{"/forest/actions/impersonation-history", "/forest/_actions/{collection}/{index}/impersonation-history"} {
@@ -112,9 +112,10 @@ func addRoutes(r chi.Router, d Deps) {
 	cookie := session.NewCookie(s.PublicURL, s.Delivery)
 	sessions := session.New(session.Options{
 		Log: d.Log, Store: d.Store, Verifier: d.Verifier, Cookie: cookie, Events: events, Now: d.Now,
-		Origins: []string{session.Origin(s.AppURL), session.Origin(s.PublicURL)},
-		Unused:  func() { m.unused.Inc() },
-		Cache:   d.SessionCache,
+		Origins:  []string{session.Origin(s.AppURL), session.Origin(s.PublicURL)},
+		Unused:   func() { m.unused.Inc() },
+		Cache:    d.SessionCache,
+		Activity: d.Activity,
 	})
 	lh := login.New(login.Options{
 		Log: d.Log, Store: d.Store, Issuer: d.Issuer, Verifier: d.Verifier, Cookie: cookie, Sessions: sessions, Events: events,
@@ -144,10 +145,11 @@ func addRoutes(r chi.Router, d Deps) {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(requireAdmin(s.AdminTokens))
 		short := r.With(withTimeout(redisTimeout))
-		revoker := session.Revoker{Store: d.Store, Events: events, Cache: d.SessionCache}
+		revoker := session.Revoker{Store: d.Store, Events: events, Cache: d.SessionCache, Activity: d.Activity}
 		short.Method(http.MethodGet, "/sessions", plain.Handle(session.ListHandler(d.Store)))
 		short.Method(http.MethodDelete, "/sessions", plain.Handle(revoker.RevokeAllHandler(adminName)))
 		short.Method(http.MethodDelete, "/sessions/{id}", plain.Handle(revoker.RevokeHandler(adminName)))
+		short.Method(http.MethodGet, "/sessions/{id}/activity", plain.Handle(session.ActivityHandler(d.Store)))
 		auditLog := audit.NewLog(d.Store, d.Now)
 		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, ident.Parse)))
 		// Extensions: the customer's consent, and their own history.
@@ -156,7 +158,7 @@ func addRoutes(r chi.Router, d Deps) {
 		short.Method(http.MethodGet, "/consents/{collection}/{id}", plain.Handle(consents.Get()))
 		short.Method(http.MethodDelete, "/consents/{collection}/{id}", plain.Handle(consents.Delete(adminName)))
 		short.Method(http.MethodGet, "/subjects/{collection}/{id}/history",
-			plain.Handle(audit.HistoryHandler(auditLog, session.PathSubject, liveSession(d.Store))))
+			plain.Handle(audit.HistoryHandler(auditLog, session.PathSubject, liveSession(d.Store), activityCounts(d))))
 		// Verification reads the whole log: a longer bound (the CLI has none).
 		r.With(withTimeout(verifyTimeout)).Method(http.MethodGet, "/audit/verify",
 			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval}, d.AuditMemory)))
@@ -179,6 +181,15 @@ func liveSession(st *store.Store) func(context.Context, string) (bool, error) {
 		}
 		return err == nil, err
 	}
+}
+
+// activityCounts reads the sessions' activity counts for the histories,
+// or is nil when the activity trail is off.
+func activityCounts(d Deps) func(context.Context, []string) ([]int64, error) {
+	if d.Activity == nil {
+		return nil
+	}
+	return d.Store.ActivityCounts
 }
 
 // MetricsHandler serves m's registry (on the public listener, or on

@@ -88,6 +88,9 @@ type Deps struct {
 	// Ready, when set, lets the caller make /readyz answer 503 (draining,
 	// an evicting Redis); nil: /readyz reports Redis alone.
 	Ready *Readiness
+	// Activity, when set (and running), records the activity trail of
+	// impersonated sessions; nil records none.
+	Activity *session.Recorder
 }
 
 // New returns the service's handler.

@@ -80,6 +80,7 @@ func TestRoutes(t *testing.T) {
 		"GET /v1/sessions",
 		"DELETE /v1/sessions",
 		"DELETE /v1/sessions/{id}",
+		"GET /v1/sessions/{id}/activity",
 		"GET /v1/audit/events",
 		"GET /v1/audit/verify",
 		"PUT /v1/consents/{collection}/{id}",

@@ -72,6 +72,9 @@ type Revoker struct {
 	// drops the session there at once (other instances drop it on the
 	// published end).
 	Cache *Cache
+	// Activity, when set, gives each revocation event its session's
+	// request count.
+	Activity *Recorder
 }
 
 // RevokeHandler answers DELETE /v1/sessions/{id}: 204, or 404 when there is
@@ -154,5 +157,6 @@ func (rv Revoker) RevokeSession(ctx context.Context, sess store.Session, ri Requ
 }
 
 func (rv Revoker) end(ctx context.Context, sess store.Session, ri RequestInfo, detail string) error {
+	ri.Requests = rv.Activity.requestsOf(ctx, sess.ID)
 	return endSession(ctx, rv.Store, rv.Events, rv.Cache, audit.Revoked, sess, ri, safetext.Truncate(detail, 500))
 }

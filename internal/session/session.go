@@ -101,7 +101,9 @@ type Handlers struct {
 	now     func() time.Time
 	origins []string // origins allowed to end a session by its cookie
 	cache   *Cache   // nil: every check reads Redis
-	claims  *verifiedCache
+	// activity records the requests of impersonated sessions (nil: none).
+	activity *Recorder
+	claims   *verifiedCache
 	// Unused is called for each session ended as never used.
 	unused     func()
 	unusedMu   sync.Mutex
@@ -123,6 +125,9 @@ type Options struct {
 	// Cache, when set, serves live sessions from memory (see Cache); its
 	// Run must be running.
 	Cache *Cache
+	// Activity, when set, records each forward-auth request of a session
+	// (the activity trail); its Run must be running.
+	Activity *Recorder
 }
 
 // New returns the session handlers.
@@ -131,7 +136,7 @@ func New(o Options) *Handlers {
 		o.Now = time.Now
 	}
 	return &Handlers{log: o.Log, store: o.Store, verify: o.Verifier, cookie: o.Cookie, events: o.Events, now: o.Now,
-		origins: o.Origins, claims: newVerifiedCache(10000), cache: o.Cache, unused: o.Unused}
+		origins: o.Origins, claims: newVerifiedCache(10000), cache: o.Cache, unused: o.Unused, activity: o.Activity}
 }
 
 // verifiedCache remembers session cookies whose signature and claims were
@@ -245,7 +250,11 @@ const redisTimeout = 3 * time.Second
 const UnusedDetail = "never used: the browser probably blocked the third-party cookie; use IMPERSONATOR_DELIVERY=auto or redirect"
 
 // RequestInfo is what an event records of the request that caused it.
-type RequestInfo struct{ IP, UserAgent, RequestID string }
+type RequestInfo struct {
+	IP, UserAgent, RequestID string
+	// Requests, on a session's end, is its activity trail's count.
+	Requests *int64
+}
 
 // Request returns r's RequestInfo.
 func Request(r *http.Request) RequestInfo {
@@ -257,6 +266,7 @@ func Event(typ audit.Type, sess store.Session, ri RequestInfo, detail string) au
 	return audit.Event{
 		Type: typ, Actor: sess.Actor, Requester: sess.Requester, Subject: sess.Subject, Reason: sess.Reason, Scope: sess.Scope,
 		TokenID: sess.TokenID, SessionID: sess.ID, IP: ri.IP, UserAgent: ri.UserAgent, RequestID: ri.RequestID, Detail: detail,
+		Requests: ri.Requests,
 	}
 }
 
@@ -280,6 +290,9 @@ func Lapses(enc audit.Encoder, sess store.Session, ri RequestInfo) (store.LapseE
 func (h *Handlers) EndLapsed(ctx context.Context, sess store.Session, ri RequestInfo) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
+	if ri.Requests == nil {
+		ri.Requests = h.activity.requestsOf(ctx, sess.ID)
+	}
 	lapses, err := Lapses(h.events, sess, ri)
 	if err == nil {
 		var lapse store.Lapse
@@ -355,6 +368,7 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 			// of) under a read-only impersonation: 403, which nginx's
 			// auth_request and Traefik's ForwardAuth return to the
 			// browser instead of passing the request on.
+			h.record(r, sess.ID, DecisionDeny)
 			return httpx.Errorf(http.StatusForbidden, "read_only", fmt.Errorf("read-only impersonation: method %.64q refused", m))
 		}
 	}
@@ -363,6 +377,7 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	h.record(r, sess.ID, DecisionAllow)
 	httpx.WriteEncoded(w, http.StatusOK, body)
 	return nil
 }
@@ -463,7 +478,9 @@ func (h *Handlers) end(r *http.Request, sid string, typ audit.Type, detail strin
 	if err != nil {
 		return err
 	}
-	err = endSession(ctx, h.store, h.events, h.cache, typ, sess, Request(r), detail)
+	ri := Request(r)
+	ri.Requests = h.activity.requestsOf(ctx, sess.ID)
+	err = endSession(ctx, h.store, h.events, h.cache, typ, sess, ri, detail)
 	if err != nil && !errors.Is(err, store.ErrNoSession) {
 		return err
 	}
