@@ -285,6 +285,13 @@ func TestSessionsCommand(t *testing.T) {
 		t.Fatalf("sessions list =\n%s\nwant one session of ada on users:42", out.String())
 	}
 	sid := strings.Fields(lines[1])[0]
+	// A session id that starts with "-" (base64url) is an id, not a flag.
+	for _, cmd := range []string{"show", "revoke"} {
+		err := run(context.Background(), []string{"sessions", cmd, "-AAAAAAAAAAAAAAAAAAAAA"}, cli, io.Discard, io.Discard)
+		if err == nil || strings.Contains(err.Error(), "flag") {
+			t.Errorf("sessions %s -AAAA…: %v, want the session unknown", cmd, err)
+		}
+	}
 	out.Reset()
 	if err := run(context.Background(), []string{"sessions", "revoke", sid}, cli, &out, io.Discard); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -33,6 +34,11 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		}
 		fmt.Fprint(stderr, sessionsUsage)
 		return errUsage
+	}
+	// A session id may start with "-" (base64url): a last argument that
+	// is one is a session id, not a flag.
+	if n := len(args); n >= 2 && len(args[n-1]) >= 16 && strings.HasPrefix(args[n-1], "-") && session.ValidSessionID(args[n-1]) {
+		args = append(append(args[:n-1:n-1], "--"), args[n-1])
 	}
 	fs := flag.NewFlagSet("sessions "+args[0], flag.ContinueOnError)
 	actor := fs.String("actor", "", "admin id")

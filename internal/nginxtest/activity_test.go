@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/impersonator/impersonator/internal/proxytest"
 	"github.com/impersonator/impersonator/internal/redistest"
 	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
@@ -54,7 +55,7 @@ func activityOf(t *testing.T, base, sid string, want int64) session.ActivityPage
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		req, _ := http.NewRequest(http.MethodGet, base+"/v1/sessions/"+sid+"/activity", nil)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Authorization", "Bearer "+proxytest.AdminToken)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -79,7 +80,7 @@ func activityOf(t *testing.T, base, sid string, want int64) session.ActivityPage
 // decision, a read-only refusal as deny; requests without the cookie, and
 // the service's own routes, are not in it.
 func TestActivityThroughNginx(t *testing.T) {
-	root := moduleRoot(t)
+	root := proxytest.ModuleRoot(t)
 	shipped, err := os.ReadFile(filepath.Join(root, configFile))
 	if err != nil {
 		t.Fatal(err)
@@ -92,19 +93,19 @@ func TestActivityThroughNginx(t *testing.T) {
 	svcAddr, ngxAddr := FreeAddr(t), FreeAddr(t)
 	block := strings.ReplaceAll(string(shipped), readmeService, svcAddr)
 	block = strings.ReplaceAll(block, readmeApp, app.Listener.Addr().String())
-	bin := buildService(t, root)
+	bin := proxytest.BuildService(t, root)
 	ngx := Start(t, ngxAddr, block)
 	rdb := redistest.StartServer(t)
-	secret := randomHex(t, 24) + "ghijklmnopqrstuv"
-	startService(t, bin, svcAddr, map[string]string{
+	secret := proxytest.Secret(t)
+	proxytest.StartService(t, bin, svcAddr, map[string]string{
 		"REDIS_URL": rdb.URL(), "IMPERSONATOR_LISTEN": svcAddr, "IMPERSONATOR_PUBLIC_URL": ngx.URL,
 		"IMPERSONATOR_APP_URL": ngx.URL, "IMPERSONATOR_KEYS_DIR": keysFor(t, bin), "FOREST_AUTH_SECRET": secret,
 		"IMPERSONATOR_DELIVERY": "redirect", "IMPERSONATOR_LOG_LEVEL": "warn", "IMPERSONATOR_LOGIN_RATE": "0",
-		"IMPERSONATOR_ADMIN_TOKENS": adminToken,
+		"IMPERSONATOR_ADMIN_TOKENS": proxytest.AdminToken,
 	})
 	svc := "http://" + svcAddr
-	full := login(t, ngx.URL, mint(t, svc, secret, ""))
-	ro := login(t, ngx.URL, mint(t, svc, secret, "Read only"))
+	full := proxytest.Login(t, ngx.URL, proxytest.Mint(t, svc, secret, ""))
+	ro := proxytest.Login(t, ngx.URL, proxytest.Mint(t, svc, secret, "Read only"))
 
 	send := func(method, path string, c *http.Cookie) int {
 		t.Helper()
@@ -183,18 +184,18 @@ func TestActivityThroughNginx(t *testing.T) {
 // recorded loses only the requests of its last flush interval (and of a
 // flush in flight): every request answered before that window is in Redis.
 func TestActivityCrashLoss(t *testing.T) {
-	root := moduleRoot(t)
-	bin := buildService(t, root)
+	root := proxytest.ModuleRoot(t)
+	bin := proxytest.BuildService(t, root)
 	rdb := redistest.StartServer(t)
 	addr := FreeAddr(t)
-	secret := randomHex(t, 24) + "ghijklmnopqrstuv"
-	svc := startService(t, bin, addr, map[string]string{
+	secret := proxytest.Secret(t)
+	svc := proxytest.StartService(t, bin, addr, map[string]string{
 		"REDIS_URL": rdb.URL(), "IMPERSONATOR_LISTEN": addr, "IMPERSONATOR_PUBLIC_URL": "http://" + addr,
 		"IMPERSONATOR_KEYS_DIR": keysFor(t, bin), "FOREST_AUTH_SECRET": secret, "IMPERSONATOR_DELIVERY": "redirect",
-		"IMPERSONATOR_LOG_LEVEL": "warn", "IMPERSONATOR_LOGIN_RATE": "0", "IMPERSONATOR_ADMIN_TOKENS": adminToken,
+		"IMPERSONATOR_LOG_LEVEL": "warn", "IMPERSONATOR_LOGIN_RATE": "0", "IMPERSONATOR_ADMIN_TOKENS": proxytest.AdminToken,
 	})
 	base := "http://" + addr
-	c := login(t, base, mint(t, base, secret, ""))
+	c := proxytest.Login(t, base, proxytest.Mint(t, base, secret, ""))
 	sid := sessionID(t, base, c)
 
 	// Forward-auth checks, one after another, for 1.5 s; each one's answer
@@ -217,7 +218,7 @@ func TestActivityCrashLoss(t *testing.T) {
 		}
 		answered = append(answered, time.Now())
 	}
-	svc.stop() // SIGKILL: no final flush
+	svc.Stop() // SIGKILL: no final flush
 	killed := time.Now()
 
 	st, err := store.Open(rdb.URL(), store.Options{})

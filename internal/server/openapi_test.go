@@ -523,6 +523,9 @@ func TestOpenAPILive(t *testing.T) {
 	c42 := d.impersonate(featAda, "users", "42", "ticket 3: still broken", "")
 	d.admin("GET", "/v1/sessions", "")
 	d.admin("GET", "/v1/sessions?actor=1001", "")
+	d.admin("GET", "/v1/sessions/"+sidOf(t, d, c42)+"/activity", "")
+	d.admin("GET", "/v1/sessions/AAAAAAAAAAAAAAAAAAAAAA/activity", "") // 404
+	d.admin("GET", "/v1/sessions/a:b/activity", "")                    // 400
 	d.admin("DELETE", "/v1/sessions/"+sidOf(t, d, c42), "")
 	d.admin("DELETE", "/v1/sessions/"+sidOf(t, d, c42), "") // 404
 	d.admin("DELETE", "/v1/sessions", "")                   // 400
