@@ -59,6 +59,7 @@ func commands() []command {
 		{"dev", "development helpers: dev forest-jwt --email E prints a Forest UI JWT signed with FOREST_AUTH_SECRET", runDev},
 		{"demo", "serve a clickable impersonation on loopback: an admin panel and a customer app (demo --help)", runDemo},
 		{"notify", "notifications: notify test sends a test event to each IMPERSONATOR_NOTIFY_URLS URL", runNotify},
+		{"healthcheck", "exit 0 when the local service answers /healthz (or --ready: /readyz); for container health checks", runHealthcheck},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -71,7 +72,7 @@ Usage: impersonator <command> [arguments]
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nRun 'impersonator <command> --help' for a command's flags.\n")
 }
