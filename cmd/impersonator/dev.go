@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/impersonator/impersonator/internal/config"
 )
 
 const devUsage = `Usage: impersonator dev forest-jwt --email E [--id N] [--team T] [--role R]
@@ -75,8 +77,8 @@ func devCommand(args []string, getenv func(string) string, now func() time.Time,
 	if n := len(secret); n < 32 {
 		return fmt.Errorf("dev forest-jwt: FOREST_AUTH_SECRET is shorter than 32 characters (%d), so serve refuses it: generate it randomly", n)
 	}
-	if n := distinctChars(secret); n < 16 {
-		return fmt.Errorf("dev forest-jwt: FOREST_AUTH_SECRET has only %d distinct characters, so serve refuses it (at least 16): generate it randomly", n)
+	if why := config.WeakSecret(secret); why != "" {
+		return fmt.Errorf("dev forest-jwt: FOREST_AUTH_SECRET %s, so serve refuses it: generate it randomly (openssl rand -hex 32)", why)
 	}
 	tok, err := forestJWTFor(secret, forestAdmin{ID: *id, Email: *email, Team: *team, Role: *role, PermissionLevel: *level}, now(), *ttl)
 	if err != nil {
@@ -122,14 +124,4 @@ func jsonID(id string) any {
 		return id
 	}
 	return n
-}
-
-// distinctChars counts the distinct characters of s, as serve's check of
-// FOREST_AUTH_SECRET does.
-func distinctChars(s string) int {
-	seen := make(map[rune]bool)
-	for _, r := range s {
-		seen[r] = true
-	}
-	return len(seen)
 }

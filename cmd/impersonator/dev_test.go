@@ -125,7 +125,7 @@ func TestDevForestJWTRefusals(t *testing.T) {
 	}{
 		{"no secret", "", []string{"--email", "a@example.com"}, "FOREST_AUTH_SECRET is not set"},
 		{"short secret", "tooshort", []string{"--email", "a@example.com"}, "shorter than 32"},
-		{"repetitive secret", strings.Repeat("ab", 20), []string{"--email", "a@example.com"}, "distinct"},
+		{"repetitive secret", strings.Repeat("ab", 20), []string{"--email", "a@example.com"}, "is a piece of 2 characters repeated"},
 		{"no email", forestSecret, nil, "--email is required"},
 		{"ttl too long", forestSecret, []string{"--email", "a@example.com", "--ttl", "25h"}, "--ttl 25h0m0s is out of range"},
 		{"ttl zero", forestSecret, []string{"--email", "a@example.com", "--ttl", "0"}, "out of range"},

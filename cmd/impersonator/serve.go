@@ -51,7 +51,7 @@ func tuneGC() {
 }
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.LoadWith(config.Options{CheckPolicy: checkPolicy}, args, getenv, stdout) // --help to stdout
+	cfg, err := config.LoadWith(config.Options{CheckPolicy: checkPolicy, Environ: os.Environ()}, args, getenv, stdout) // --help to stdout
 	if err != nil {
 		return err
 	}

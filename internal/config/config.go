@@ -145,7 +145,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_DELIVERY", "delivery", "auto", "auto (webhook, then the start page if the cookie was dropped), webhook or redirect"},
 	{"IMPERSONATOR_TOKEN_TTL", "token-ttl", "60s", "impersonation token lifetime, at most 5m"},
 	{"IMPERSONATOR_SESSION_TTL", "session-ttl", "30m", "absolute session cap, never extended"},
-	{"IMPERSONATOR_SESSION_IDLE", "session-idle", "10m", "session idle timeout"},
+	{"IMPERSONATOR_SESSION_IDLE", "session-idle", "10m", "session idle timeout (default: the smaller of 10m and IMPERSONATOR_SESSION_TTL)"},
 	{"IMPERSONATOR_ALLOWED_ORIGINS", "allowed-origins", "https://app.forestadmin.com,https://*.forestadmin.com", "browser origins allowed for CORS with credentials"},
 	{"IMPERSONATOR_POLICY_FILE", "policy-file", "", "who may impersonate whom (YAML or JSON)"},
 	{"IMPERSONATOR_ADMIN_TOKENS", "admin-tokens", "", "comma-separated bearer tokens for /v1/*"},
@@ -158,7 +158,7 @@ var Vars = []Var{
 	{"IMPERSONATOR_AUDIT_WITNESS", "audit-witness", "", "file each checkpoint is appended to, outside Redis (JSON lines, fsynced); recovered at restart"},
 	{"IMPERSONATOR_METRICS_LISTEN", "metrics-listen", "", "host:port of a separate listener for /metrics (default: /metrics on the main listener)"},
 	{"IMPERSONATOR_REDIS_REPLICA_ACK", "redis-replica-ack", "100ms", "how long a write waits for a Redis replica to acknowledge it (at most 5s); 0: do not wait"},
-	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s)"},
+	{"IMPERSONATOR_SESSION_UNUSED", "session-unused", "2m", "a session never presented within this is ended (at least 1s; default: the smaller of 2m and IMPERSONATOR_SESSION_TTL)"},
 	{"IMPERSONATOR_SWEEP_INTERVAL", "sweep-interval", "30s", "how often ended sessions are swept (100ms to 10m)"},
 	{"IMPERSONATOR_POLICY_POLL", "policy-poll", "30s", "how often the policy file is checked for changes, then reloaded (100ms to 10m)"},
 	{notify.EnvURLs, "notify-urls", "", "comma-separated URLs each selected audit event is POSTed to (Standard Webhooks; slack+https:// for Slack)"},
@@ -175,7 +175,15 @@ type Options struct {
 	// IMPERSONATOR_POLICY_FILE is set and exists); its problems are listed
 	// with every other one.
 	CheckPolicy func(path string) []error
+	// Environ, when set, is the process environment (os.Environ): an
+	// IMPERSONATOR_* variable in it that is not a setting is a warning
+	// naming the nearest one (a misspelling would be ignored silently).
+	Environ []string
 }
+
+// OtherEnv lists the IMPERSONATOR_* variables read outside serve's
+// configuration (development tools), which are not misspellings.
+var OtherEnv = []string{"IMPERSONATOR_DEV_PPROF", "IMPERSONATOR_SCREENSHOTS"}
 
 // Load reads the configuration from args (serve's flags) over getenv over
 // the defaults, and validates it. The error lists every problem found.
@@ -193,12 +201,16 @@ func LoadWith(opts Options, args []string, getenv func(string) string, stderr io
 	fs.SetOutput(io.Discard) // the caller prints the returned error, once
 	fs.Usage = func() {}
 	values := make(map[string]*string, len(Vars))
+	set := make(map[string]bool) // set by the environment or a flag, not defaulted
+	envOf := make(map[string]string, len(Vars))
 	for _, v := range Vars {
 		def := v.Default
 		if e := getenv(v.Env); e != "" {
 			def = e
+			set[v.Env] = true
 		}
 		values[v.Env] = fs.String(v.Flag, def, v.Usage)
+		envOf[v.Flag] = v.Env
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -210,8 +222,13 @@ func LoadWith(opts Options, args []string, getenv func(string) string, stderr io
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
+	fs.Visit(func(f *flag.Flag) { set[envOf[f.Name]] = true })
 	get := func(env string) string { return strings.TrimSpace(*values[env]) }
-	return parse(get, opts)
+	c, err := parse(get, func(env string) bool { return set[env] }, opts)
+	if c != nil {
+		c.Warnings = append(c.Warnings, unknownEnv(opts.Environ)...)
+	}
+	return c, err
 }
 
 func printUsage(w io.Writer) {
@@ -225,7 +242,9 @@ func printUsage(w io.Writer) {
 	}
 }
 
-func parse(get func(string) string, opts Options) (*Config, error) {
+// parse validates the values get returns; isSet says which were given
+// rather than defaulted, so a default can follow the setting it depends on.
+func parse(get func(string) string, isSet func(string) bool, opts Options) (*Config, error) {
 	var problems []error
 	bad := func(env, format string, a ...any) {
 		problems = append(problems, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, a...)))
@@ -300,6 +319,9 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 	c.TokenTTL = dur("IMPERSONATOR_TOKEN_TTL", 5*time.Second, 5*time.Minute)
 	c.SessionTTL = dur("IMPERSONATOR_SESSION_TTL", time.Minute, 24*time.Hour)
 	c.SessionIdle = dur("IMPERSONATOR_SESSION_IDLE", 30*time.Second, 24*time.Hour)
+	if !isSet("IMPERSONATOR_SESSION_IDLE") && c.SessionTTL > 0 {
+		c.SessionIdle = min(c.SessionIdle, c.SessionTTL) // a default never contradicts a TTL the service accepts
+	}
 	if c.SessionIdle > c.SessionTTL && c.SessionTTL > 0 {
 		bad("IMPERSONATOR_SESSION_IDLE", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionIdle, c.SessionTTL)
 	}
@@ -377,6 +399,9 @@ func parse(get func(string) string, opts Options) (*Config, error) {
 	}
 	c.ReplicaAck = dur("IMPERSONATOR_REDIS_REPLICA_ACK", 0, 5*time.Second)
 	c.SessionUnused = dur("IMPERSONATOR_SESSION_UNUSED", time.Second, 24*time.Hour)
+	if !isSet("IMPERSONATOR_SESSION_UNUSED") && c.SessionTTL > 0 {
+		c.SessionUnused = min(c.SessionUnused, c.SessionTTL)
+	}
 	if c.SessionUnused > c.SessionTTL && c.SessionTTL > 0 {
 		bad("IMPERSONATOR_SESSION_UNUSED", "%s exceeds IMPERSONATOR_SESSION_TTL %s", c.SessionUnused, c.SessionTTL)
 	}
@@ -461,7 +486,7 @@ func checkWildcard(o string) error {
 }
 
 // checkSecrets refuses secrets that are equal to one another (one leaking
-// would give away the other's power too) or too repetitive to be random.
+// would give away the other's power too) or guessable (see WeakSecret).
 func checkSecrets(c *Config, bad func(env, format string, a ...any)) {
 	type named struct {
 		env, name string
@@ -481,11 +506,12 @@ func checkSecrets(c *Config, bad func(env, format string, a ...any)) {
 		all = append(all, named{notify.EnvSecret, notify.EnvSecret, c.NotifySecret})
 	}
 	for i, a := range all {
-		if n := distinct(a.s.Reveal()); n < 16 {
+		if why := WeakSecret(a.s.Reveal()); why != "" {
+			const how = ": generate it randomly (openssl rand -hex 32)"
 			if a.env == a.name {
-				bad(a.env, "has only %d distinct characters, at least 16 are required: generate it randomly", n)
+				bad(a.env, "%s%s", why, how)
 			} else {
-				bad(a.env, "%s has only %d distinct characters, at least 16 are required: generate it randomly", a.name, n)
+				bad(a.env, "%s %s%s", a.name, why, how)
 			}
 		}
 		for _, b := range all[:i] {
@@ -494,14 +520,6 @@ func checkSecrets(c *Config, bad func(env, format string, a ...any)) {
 			}
 		}
 	}
-}
-
-func distinct(s string) int {
-	seen := make(map[rune]bool)
-	for _, r := range s {
-		seen[r] = true
-	}
-	return len(seen)
 }
 
 func checkHostPort(hp string) error {

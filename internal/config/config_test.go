@@ -69,8 +69,9 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 	}
 }
 
-// secret returns a test secret of 36+ characters, 32 of them distinct.
-func secret(tag string) string { return tag + "-0123456789abcdefghijklmnopqrstuv" }
+// secret is a secret the service accepts: tag, then 32 random hex digits
+// (openssl rand -hex 16).
+func secret(tag string) string { return tag + "-9f1c4e7a2b6d8035e1f4a9c7b2d60e83" }
 
 func TestValues(t *testing.T) {
 	secret := secret("s")
@@ -243,7 +244,7 @@ func TestWildcardOriginOnPublicSuffix(t *testing.T) {
 	}
 }
 
-func TestSecretsDistinct(t *testing.T) {
+func TestSecretsDistinctAndUnguessable(t *testing.T) {
 	a, b, k := secret("auth"), secret("env"), secret("admin")
 	for _, tc := range []struct {
 		name     string
@@ -254,20 +255,24 @@ func TestSecretsDistinct(t *testing.T) {
 		{"admin token equals auth", map[string]string{"FOREST_AUTH_SECRET": a, "IMPERSONATOR_ADMIN_TOKENS": k + "," + a}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 equals FOREST_AUTH_SECRET"},
 		{"admin token equals env", map[string]string{"FOREST_ENV_SECRET": b, "IMPERSONATOR_ADMIN_TOKENS": b}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 1 equals FOREST_ENV_SECRET"},
 		{"two equal admin tokens", map[string]string{"IMPERSONATOR_ADMIN_TOKENS": k + ", " + k}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 equals admin token 1"},
-		{"32 a", map[string]string{"FOREST_AUTH_SECRET": strings.Repeat("a", 32)}, "FOREST_AUTH_SECRET", "only 1 distinct"},
-		{"15 distinct", map[string]string{"FOREST_ENV_SECRET": strings.Repeat("0123456789abcde", 3)}, "FOREST_ENV_SECRET", "only 15 distinct"},
-		{"repetitive admin token", map[string]string{"IMPERSONATOR_ADMIN_TOKENS": k + "," + strings.Repeat("xy", 20)}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 has only 2 distinct"},
+		{"32 a", map[string]string{"FOREST_AUTH_SECRET": strings.Repeat("a", 32)}, "FOREST_AUTH_SECRET", "is a piece of 1 characters repeated"},
+		{"a piece repeated", map[string]string{"FOREST_ENV_SECRET": strings.Repeat("0123456789abcde", 3)}, "FOREST_ENV_SECRET", "is a piece of 15 characters repeated"},
+		{"repetitive admin token", map[string]string{"IMPERSONATOR_ADMIN_TOKENS": k + "," + strings.Repeat("xy", 20)}, "IMPERSONATOR_ADMIN_TOKENS", "admin token 2 is a piece of 2 characters repeated"},
+		{"a sequence", map[string]string{"FOREST_AUTH_SECRET": "0123456789abcdefghijklmnopqrstuvwxyz"}, "FOREST_AUTH_SECRET", "mostly runs of repeated or consecutive characters"},
+		{"a sequence with a prefix", map[string]string{"FOREST_AUTH_SECRET": "s-0123456789abcdefghijklmnopqrstuv"}, "FOREST_AUTH_SECRET", "mostly runs"},
+		{"32 digits", map[string]string{"FOREST_ENV_SECRET": "80934712650938471265093847126509"}, "FOREST_ENV_SECRET", "about 106 bits of entropy"},
+		{"a word padded", map[string]string{"FOREST_ENV_SECRET": "aaaaaaaaaaaaaaaaaaaaaaaaaaaa-password"}, "FOREST_ENV_SECRET", "mostly runs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, tc.vars)
 			oneProblem(t, err, tc.env, tc.msg)
-			if err != nil && strings.Contains(err.Error(), "0123456789") {
+			if err != nil && (strings.Contains(err.Error(), "0123456789") || strings.Contains(err.Error(), "9f1c4e7a")) {
 				t.Errorf("the error prints a secret: %v", err)
 			}
 		})
 	}
 	c, err := load(t, map[string]string{"FOREST_AUTH_SECRET": a, "FOREST_ENV_SECRET": b,
-		"IMPERSONATOR_ADMIN_TOKENS": k + "1," + k + "2," + strings.Repeat("0123456789abcdef", 2)})
+		"IMPERSONATOR_ADMIN_TOKENS": k + "1," + k + "2," + "3f9a0c7e1b5d2846a0e9c3f7b1d5e829"})
 	if err != nil || len(c.AdminTokens) != 3 {
 		t.Errorf("distinct, random-looking secrets: err = %v", err)
 	}
