@@ -26,6 +26,8 @@ import (
 
 const audience = "http://localhost:3000" // the service's default IMPERSONATOR_APP_URL
 
+const adminToken = "appsession-test-admin-token-0123456789abcdef"
+
 // bin is the service's binary, built once for this package's tests.
 var bin string
 
@@ -182,13 +184,14 @@ func TestMiddleware(t *testing.T) {
 	addr := servicetest.FreeAddr(t)
 	keysDir, keys := serviceKeys(t)
 	svc := servicetest.Start(t, bin, map[string]string{
-		"IMPERSONATOR_LISTEN":     addr,
-		"IMPERSONATOR_PUBLIC_URL": "http://" + addr,
-		"REDIS_URL":               redistest.StartServer(t).URL(),
-		"IMPERSONATOR_KEYS_DIR":   keysDir,
-		"FOREST_AUTH_SECRET":      servicetest.Secret(t),
-		"IMPERSONATOR_LOGIN_RATE": "0",
-		"IMPERSONATOR_LOG_LEVEL":  "warn",
+		"IMPERSONATOR_LISTEN":       addr,
+		"IMPERSONATOR_PUBLIC_URL":   "http://" + addr,
+		"REDIS_URL":                 redistest.StartServer(t).URL(),
+		"IMPERSONATOR_KEYS_DIR":     keysDir,
+		"FOREST_AUTH_SECRET":        servicetest.Secret(t),
+		"IMPERSONATOR_LOGIN_RATE":   "0",
+		"IMPERSONATOR_LOG_LEVEL":    "warn",
+		"IMPERSONATOR_ADMIN_TOKENS": adminToken,
 	})
 	log := &logBuffer{}
 	a := newApp(t, newChecker(t, svc, log))
@@ -232,6 +235,44 @@ func TestMiddleware(t *testing.T) {
 		}
 		if code, s, _ := a.do(t, "POST", ck); code != 200 || !s.Impersonating {
 			t.Errorf("POST under full access = %d %+v, want 200 impersonating", code, s)
+		}
+
+		// The activity trail records forward-auth checks, which name the
+		// request (X-Forwarded-Method, X-Forwarded-Uri); the middleware's
+		// checks do not, so they are not in it. Control: one forward-auth
+		// check is.
+		requests := func() int {
+			time.Sleep(600 * time.Millisecond) // the trail is written every 200 ms
+			req, _ := http.NewRequest(http.MethodGet, svc.URL+"/v1/sessions/"+sid(t, ck)+"/activity", nil)
+			req.Header.Set("Authorization", "Bearer "+adminToken)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var page struct{ Requests int }
+			if res.StatusCode == http.StatusNotFound {
+				return 0
+			}
+			if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != 200 {
+				t.Fatalf("activity: %d %v", res.StatusCode, err)
+			}
+			return page.Requests
+		}
+		if n := requests(); n != 0 {
+			t.Errorf("the middleware's checks are in the activity trail: %d requests, want 0", n)
+		}
+		req, _ := http.NewRequest(http.MethodGet, svc.URL+"/impersonation/session", nil)
+		req.AddCookie(ck)
+		req.Header.Set("X-Forwarded-Method", "GET")
+		req.Header.Set("X-Forwarded-Uri", "/account")
+		if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
+			t.Fatalf("forward-auth check: %v %v", res, err)
+		} else {
+			res.Body.Close()
+		}
+		if n := requests(); n != 1 {
+			t.Errorf("control: one forward-auth check gave %d trail entries, want 1", n)
 		}
 	})
 
