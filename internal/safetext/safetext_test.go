@@ -66,6 +66,7 @@ func TestCheckReason(t *testing.T) {
 		{"Khmer invisible vowel", "ticket 4521 \u17b4invoices", "character U+17B4"},
 		{"control: Hebrew with niqqud", "בַּקָּשָׁה מִסְפָּר 4521 חֶשְׁבּוֹנִית", ""},
 		{"control: Arabic with harakat and a right-to-left mark", "طَلَبٌ رَقْمُ 4521 \u200fفَاتُورَة", ""},
+		{"control: LRM, ALM and a combining grapheme joiner", "ticket 4521 \u200einvoices \u061cفاتورة \u05b8\u034f\u05b7", ""},
 		{"control: Persian with a zero-width non-joiner", "درخواست\u200cها 4521 فاکتور", ""},
 		{"control: emoji with a joiner and a variation selector", "ticket 4521 invoices \U0001F469\u200d\U0001F4BB \u2764\ufe0f", ""},
 	} {
