@@ -103,6 +103,7 @@ func writePage(w http.ResponseWriter, page any, err error) error {
 // could not finish (an unknown key).
 func VerifyHandler(l *Log, keys SignatureVerifier, o VerifyOptions, m *Memory) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		o := o // this request's: the witness is read anew each time
 		if m != nil {
 			wit, err := m.Witness()
 			if err != nil {
