@@ -134,10 +134,12 @@ func rewriteRows(t *testing.T) {
 		name       string
 		forgeTimes bool // the attacker also sets each time to its new id's
 		restart    bool // the instance restarts while the attacker rewrites
+		cut        bool // instead: delete the newest checkpoint, its events and the seal
 	}{
-		{"rewrite: delete checkpoints, seal and stream, append all but one again with * ids", false, false},
-		{"rewrite with every time forged to its new id", true, false},
-		{"rewrite during a restart, with a witness file", true, true},
+		{"rewrite: delete checkpoints, seal and stream, append all but one again with * ids", false, false, false},
+		{"rewrite with every time forged to its new id", true, false, false},
+		{"rewrite during a restart, with a witness file", true, true, false},
+		{"delete the newest checkpoint, its events and the seal", true, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -155,7 +157,18 @@ func rewriteRows(t *testing.T) {
 			if wit := readWitnessFile(t, file); len(wit) != 2 || wit[0].Seq != 2 || wit[1].Seq != 3 {
 				t.Fatalf("witness file = %+v, want checkpoints 2 (read at start) and 3 (written)", wit)
 			}
-			newIDs := w.rewriteAll(t, 5, tc.forgeTimes)
+			var newIDs []string
+			missing := "checkpoint seq 2" // the first the witness file has that Redis lacks
+			if tc.cut {
+				missing = "checkpoint seq 3"
+				w.deleteCheckpoint(t, 2)
+				for _, id := range w.ids[8:] {
+					w.rdb.XDel(ctx, w.stream, id)
+				}
+				w.rdb.Del(ctx, strings.TrimSuffix(w.cps, ":checkpoints")+":sealed")
+			} else {
+				newIDs = w.rewriteAll(t, 5, tc.forgeTimes)
+			}
 			if tc.restart {
 				// A restarted instance without the file has nothing to
 				// compare with: it sees nothing wrong, and even signs.
@@ -183,8 +196,8 @@ func rewriteRows(t *testing.T) {
 				}
 				// With the witness file.
 				r = w.verify(t, audit.VerifyOptions{Witness: readWitnessFile(t, file)})
-				if !r.Tampered || !strings.Contains(r.Problem, "checkpoint seq 2") || !strings.Contains(r.Problem, "not in Redis") {
-					t.Errorf("%s: with the witness file = %+v; want checkpoint 2 missing from Redis", when, r)
+				if !r.Tampered || !strings.Contains(r.Problem, missing) || !strings.Contains(r.Problem, "not in Redis") {
+					t.Errorf("%s: with the witness file = %+v; want %s missing from Redis", when, r, missing)
 				}
 				// The instance's alarm names what is missing.
 				if a := in.mem.Alarm(); !strings.Contains(a, "checkpoint seq 3") || !strings.Contains(a, "no longer in Redis's chain") {
@@ -201,7 +214,7 @@ func rewriteRows(t *testing.T) {
 				}
 			}
 			check("after three intervals")
-			if n, _ := w.rdb.Exists(ctx, w.cps).Result(); n != 0 && !tc.restart {
+			if n, _ := w.rdb.Exists(ctx, w.cps).Result(); n != 0 && !tc.restart && !tc.cut {
 				t.Errorf("the alarmed instance signed the rewritten history")
 			}
 		})
