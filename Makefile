@@ -18,8 +18,11 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## start the service on its embedded defaults (in-process Redis, generated dev key)
-	$(GO) run ./cmd/impersonator serve
+run: ## start the service on its embedded defaults (in-process Redis, generated dev key and dev Forest secret)
+	@echo "make run: compiling $(BIN) (the first compile takes a minute or two; later ones are cached)..." >&2
+	@$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/impersonator
+	@echo "make run: starting $(BIN) serve on the embedded defaults; Ctrl-C stops it" >&2
+	@exec $(BIN) serve
 
 .PHONY: demo
 demo: ## walk one impersonation end to end (mint, login, session, replay, logout, audit) and print it

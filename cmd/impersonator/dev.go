@@ -6,12 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/impersonator/impersonator/internal/app"
 	"github.com/impersonator/impersonator/internal/config"
 )
 
@@ -22,7 +25,9 @@ Development helpers; nothing here is needed in production.
 
   forest-jwt  print a JWT like the one the Forest UI sends to the Impersonate
               action (HS256, signed with FOREST_AUTH_SECRET from the
-              environment), to call the action by hand:
+              environment, else with the development secret serve keeps
+              in the keys folder, IMPERSONATOR_KEYS_DIR or keys, when it
+              runs on the embedded Redis), to call the action by hand:
               TOKEN=$(impersonator dev forest-jwt --email ada@example.com)
               Only the JWT is printed on stdout.
 `
@@ -72,7 +77,20 @@ func devCommand(args []string, getenv func(string) string, now func() time.Time,
 	}
 	secret := getenv("FOREST_AUTH_SECRET")
 	if secret == "" {
-		return errors.New("dev forest-jwt: FOREST_AUTH_SECRET is not set: export the same value the service runs with (serve reads it from the environment)")
+		// make run's first run keeps a development secret beside its key.
+		dir := getenv("IMPERSONATOR_KEYS_DIR")
+		if dir == "" {
+			dir = "keys"
+		}
+		s, err := app.ReadDevForestSecret(dir)
+		if err != nil {
+			if errors.Is(err, iofs.ErrNotExist) {
+				return fmt.Errorf("dev forest-jwt: FOREST_AUTH_SECRET is not set and %s has no development secret: export the value the service runs with, or start serve once on the embedded Redis (make run), which makes one there", dir)
+			}
+			return fmt.Errorf("dev forest-jwt: %w", err)
+		}
+		fmt.Fprintf(stderr, "dev forest-jwt: signed with the development secret in %s\n", filepath.Join(dir, app.DevForestSecretFile))
+		secret = s
 	}
 	if n := len(secret); n < 32 {
 		return fmt.Errorf("dev forest-jwt: FOREST_AUTH_SECRET is shorter than 32 characters (%d), so serve refuses it: generate it randomly", n)

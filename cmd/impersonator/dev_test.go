@@ -10,6 +10,8 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -216,6 +218,9 @@ func readmeBlock(t *testing.T, readme, name string) []string {
 
 var terminalComment = regexp.MustCompile(`^# Terminal (\d+)\b`)
 
+// shellSteps reads a block that pastes as is: commands as plain lines
+// (a trailing backslash continues one), comments after "#", and what a
+// command prints on the comment lines after it that start with "#> ".
 func shellSteps(t *testing.T, lines []string) []shellStep {
 	t.Helper()
 	var steps []shellStep
@@ -224,22 +229,24 @@ func shellSteps(t *testing.T, lines []string) []shellStep {
 		l := lines[i]
 		switch {
 		case strings.TrimSpace(l) == "":
+		case strings.HasPrefix(l, "#> "):
+			if len(steps) == 0 {
+				t.Fatalf("output line before any command: %q", l)
+			}
+			steps[len(steps)-1].out = append(steps[len(steps)-1].out, strings.TrimPrefix(l, "#> "))
 		case strings.HasPrefix(l, "#"):
 			if m := terminalComment.FindStringSubmatch(l); m != nil {
 				fmt.Sscan(m[1], &terminal)
 			}
 		case strings.HasPrefix(l, "$ "):
-			cmd := strings.TrimPrefix(l, "$ ")
+			t.Fatalf("a prompt does not paste: %q", l)
+		default:
+			cmd := l
 			for strings.HasSuffix(cmd, `\`) && i+1 < len(lines) {
 				i++
 				cmd = strings.TrimSuffix(cmd, `\`) + " " + strings.TrimSpace(lines[i])
 			}
 			steps = append(steps, shellStep{terminal: terminal, cmd: cmd})
-		default:
-			if len(steps) == 0 {
-				t.Fatalf("output line before any command: %q", l)
-			}
-			steps[len(steps)-1].out = append(steps[len(steps)-1].out, l)
 		}
 	}
 	return steps
@@ -339,6 +346,22 @@ type shell struct {
 	files    map[string]string
 	jars     map[string][]*http.Cookie
 	requests []request
+	keysDir  string   // make run's keys folder
+	dirs     []string // made by mkdir -p
+}
+
+// scratch checks that a file the block writes goes to a folder it made
+// and git ignores: answers and session cookies stay out of the repository.
+func (sh *shell) scratch(name string) {
+	t := sh.t
+	t.Helper()
+	dir := filepath.Dir(name)
+	if !slices.Contains(sh.dirs, dir) {
+		t.Errorf("the block writes %s outside a folder it made with mkdir -p", name)
+	}
+	if err := exec.Command("git", "-C", "../..", "check-ignore", "-q", name).Run(); err != nil {
+		t.Errorf("git does not ignore %s, which the block writes (a live session cookie, an answer): %v", name, err)
+	}
 }
 
 const makeRunURL = "http://127.0.0.1:8080" // make run's IMPERSONATOR_LISTEN default
@@ -377,17 +400,27 @@ func (sh *shell) command(w []string, stdin string) string {
 		if sh.base != "" {
 			t.Fatal("make run twice")
 		}
+		// The module's keys folder, as make run uses it: a fresh one.
+		sh.keysDir = t.TempDir()
 		vars := maps.Clone(sh.vars)
-		vars["IMPERSONATOR_KEYS_DIR"] = t.TempDir()
+		vars["IMPERSONATOR_KEYS_DIR"] = sh.keysDir
 		sh.base, sh.serveLog = startServe(t, vars)
+		return ""
+	case len(w) == 3 && w[0] == "mkdir" && w[1] == "-p":
+		sh.dirs = append(sh.dirs, w[2])
 		return ""
 	case len(w) > 3 && w[0] == "go" && w[1] == "run" && w[2] == "./cmd/impersonator":
 		var out, errb bytes.Buffer
-		if err := run(context.Background(), w[3:], env(sh.vars), &out, &errb); err != nil {
+		vars := maps.Clone(sh.vars)
+		if vars["IMPERSONATOR_KEYS_DIR"] == "" && sh.keysDir != "" { // the same folder as terminal 1
+			vars["IMPERSONATOR_KEYS_DIR"] = sh.keysDir
+		}
+		if err := run(context.Background(), w[3:], env(vars), &out, &errb); err != nil {
 			t.Fatalf("impersonator %s: %v\n%s", strings.Join(w[3:], " "), err, errb.String())
 		}
 		return out.String()
 	case len(w) == 2 && w[0] == "tee":
+		sh.scratch(w[1])
 		sh.files[w[1]] = stdin
 		return stdin
 	case len(w) == 4 && w[0] == "sed" && w[1] == "-E":
@@ -441,6 +474,7 @@ func (sh *shell) curl(args []string) string {
 				body, method = args[i], http.MethodPost
 			case "-c":
 				saveJar = args[i]
+				sh.scratch(saveJar)
 			case "-b":
 				sendJar = args[i]
 			}

@@ -75,3 +75,17 @@ func TestVersionStamped(t *testing.T) {
 	}
 	_ = os.Remove(bin)
 }
+
+// TestMakeRunSaysWhatItDoes: make run announces the compile before it
+// starts (the first one takes a minute), then builds, then serves.
+func TestMakeRunSaysWhatItDoes(t *testing.T) {
+	out, err := exec.Command("make", "-s", "-n", "-C", "../..", "run").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "echo") || !strings.Contains(lines[0], "compiling") ||
+		!strings.Contains(lines[1], "go build") || !strings.Contains(lines[2], "starting") || !strings.HasSuffix(lines[3], " serve") {
+		t.Errorf("make run does:\n%s\nwant: say it compiles, build, say it starts, serve", out)
+	}
+}

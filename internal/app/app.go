@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -106,9 +107,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	if cfg.ForestAuthSecret == "" {
-		log.Warn("FOREST_AUTH_SECRET is not set: the Forest action routes answer 503 until it is")
-	}
 	if len(cfg.AdminTokens) == 0 {
 		log.Info("IMPERSONATOR_ADMIN_TOKENS is not set: the /v1 admin API answers 403")
 	}
@@ -139,11 +137,43 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		log.Warn("keys folder was empty: generated a development signing key", "key", created, "dir", cfg.KeysDir)
 	}
 	log.Info("signing keys loaded", "signer", keys.Signer(), "count", len(keys.Keys()))
+	if err := a.devForestSecret(); err != nil {
+		return nil, err
+	}
 
 	if err := a.build(ctx); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// devForestSecret gives a first run without FOREST_AUTH_SECRET a random
+// development secret, with the embedded Redis only (never with REDIS_URL):
+// kept beside the development key, where `impersonator dev forest-jwt`
+// finds it.
+func (a *App) devForestSecret() error {
+	cfg := a.cfg
+	if cfg.ForestAuthSecret != "" {
+		return nil
+	}
+	if a.store.EmbeddedAddr() == "" {
+		a.log.Warn("FOREST_AUTH_SECRET is not set: the Forest action routes answer 503 until it is")
+		return nil
+	}
+	secret, created, err := DevForestSecret(cfg.KeysDir)
+	if err != nil {
+		return fmt.Errorf("FOREST_AUTH_SECRET is not set and the development secret cannot be kept in %s: %w", cfg.KeysDir, err)
+	}
+	path := filepath.Join(cfg.KeysDir, DevForestSecretFile)
+	verb := "using"
+	if created {
+		verb = "generated"
+	}
+	a.log.Warn("FOREST_AUTH_SECRET is not set: "+verb+" a random DEVELOPMENT secret in "+path+
+		" (embedded Redis only; never with REDIS_URL); `impersonator dev forest-jwt` signs with it; the real Forest UI signs with your project's secret: set FOREST_AUTH_SECRET to it",
+		"file", path)
+	cfg.ForestAuthSecret = config.Secret(secret)
+	return nil
 }
 
 // build makes the handler and the background workers.
