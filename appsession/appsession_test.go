@@ -183,10 +183,11 @@ func serviceKeys(t *testing.T) (string, *token.Keyset) {
 func TestMiddleware(t *testing.T) {
 	addr := servicetest.FreeAddr(t)
 	keysDir, keys := serviceKeys(t)
+	redis := redistest.StartServer(t)
 	svc := servicetest.Start(t, bin, map[string]string{
 		"IMPERSONATOR_LISTEN":       addr,
 		"IMPERSONATOR_PUBLIC_URL":   "http://" + addr,
-		"REDIS_URL":                 redistest.StartServer(t).URL(),
+		"REDIS_URL":                 redis.URL(),
 		"IMPERSONATOR_KEYS_DIR":     keysDir,
 		"FOREST_AUTH_SECRET":        servicetest.Secret(t),
 		"IMPERSONATOR_LOGIN_RATE":   "0",
@@ -364,6 +365,34 @@ func TestMiddleware(t *testing.T) {
 		if code, s, _ := a.do(t, "GET", live); code != 200 || !s.Impersonating || s.Subject != "44" {
 			t.Errorf("control: the live cookie = %d %+v, want impersonating 44", code, s)
 		}
+	})
+
+	// Redis hung (frozen with SIGSTOP, connections open): the service
+	// answers a session it checked before from its memory, at once; for
+	// another it waits on Redis (12 s, README's failure table), and the
+	// middleware gives up after its Timeout: not impersonating.
+	t.Run("Redis hung", func(t *testing.T) {
+		checked := impersonate(t, "48", "")
+		if _, s, _ := a.do(t, "GET", checked); !s.Impersonating {
+			t.Fatalf("before Redis hangs: %+v, want impersonating", s)
+		}
+		fresh := impersonate(t, "49", "")
+		redis.Pause()
+		defer redis.Resume()
+		time.Sleep(appsession.DefaultMaxAge) // the middleware's own answer expires: the service is asked
+		if code, s, took := a.do(t, "GET", nil); code != 200 || s.Impersonating || took > 500*time.Millisecond {
+			t.Errorf("no cookie: %d %+v after %s, want not impersonating at once", code, s, took)
+		}
+		code, s, took := a.do(t, "GET", checked)
+		if code != 200 || !s.Impersonating || took > 500*time.Millisecond {
+			t.Errorf("a session the service checked before: %d %+v after %s, want impersonating at once (the service's memory)", code, s, took)
+		}
+		t.Logf("Redis hung, a session the service checked before: impersonating after %s", took.Round(time.Millisecond))
+		code, s, took = a.do(t, "GET", fresh)
+		if code != 200 || s.Impersonating || took > appsession.DefaultTimeout+time.Second {
+			t.Errorf("a session the service did not check before: %d %+v after %s, want not impersonating after about the Timeout %s", code, s, took, appsession.DefaultTimeout)
+		}
+		t.Logf("Redis hung, a session the service did not check before: not impersonating after %s", took.Round(time.Millisecond))
 	})
 
 	// ends measures, for each way a session ends, the time from the end

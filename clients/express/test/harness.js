@@ -52,10 +52,17 @@ function environment(vars) {
  * service generates its key), waits for /healthz, and learns the embedded
  * Redis's address from the log (for the CLI). Killed when the test ends.
  */
-export async function startService(t, bin, vars = {}) {
+export async function startService(t, bin, vars = {}, { realRedis = false } = {}) {
   const port = await freePort();
   const addr = `127.0.0.1:${port}`;
   const keysDir = path.join(await tempDir(t), 'keys');
+  let redis = null;
+  if (realRedis) {
+    // A real redis-server (it can be frozen), and a key made with the CLI:
+    // with REDIS_URL set, serve generates none.
+    redis = await startRedis(t);
+    await execFileP(bin, ['keys', 'generate', '--dir', keysDir], { env: environment({}) });
+  }
   const env = {
     IMPERSONATOR_LISTEN: addr,
     IMPERSONATOR_PUBLIC_URL: `http://${addr}`,
@@ -63,7 +70,7 @@ export async function startService(t, bin, vars = {}) {
     FOREST_AUTH_SECRET: randomBytes(24).toString('hex') + 'ghijklmnopqrstuv',
     IMPERSONATOR_LOGIN_RATE: '0',
     IMPERSONATOR_LOG_FORMAT: 'json',
-    REDIS_URL: '',
+    REDIS_URL: redis ? redis.url : '',
     ...vars,
   };
   const proc = spawn(bin, ['serve'], { env: environment(env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -90,6 +97,8 @@ export async function startService(t, bin, vars = {}) {
     if (Date.now() > deadline) throw new Error(`impersonator not healthy on ${addr}:\n${log}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+  svc.redis = redis;
+  if (redis) svc.redisUrl = redis.url;
   for (const line of log.split('\n')) {
     try {
       const rec = JSON.parse(line);
@@ -98,6 +107,36 @@ export async function startService(t, bin, vars = {}) {
   }
   if (!svc.redisUrl) throw new Error(`no embedded Redis address in the log:\n${log}`);
   return svc;
+}
+
+/** A redis-server ($REDIS_SERVER, PATH, the Debian path) on a free loopback
+ * port with no persistence, killed (thawed first) when the test ends. */
+async function startRedis(t) {
+  const port = await freePort();
+  const bin = process.env.REDIS_SERVER || (await execFileP('sh', ['-c', 'command -v redis-server || echo /usr/bin/redis-server'])).stdout.trim();
+  const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  t.after(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGCONT');
+      proc.kill('SIGKILL');
+    }
+    await exited;
+  });
+  for (let i = 0; ; i++) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (proc.exitCode !== null || i > 200) throw new Error(`redis-server (${bin}) did not start`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    pause: () => proc.kill('SIGSTOP'),
+    resume: () => proc.kill('SIGCONT'),
+  };
 }
 
 /** Runs `impersonator ARGS…` against the service's Redis; returns stdout. */

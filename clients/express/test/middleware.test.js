@@ -303,3 +303,26 @@ test('service calls: none without a cookie, one per session however concurrent, 
   }
   assert.equal(calls.jwks, 1, 'forged and unknown kids within the cooldown fetched the JWKS again');
 });
+
+test('Redis hung: a session the service checked before, from its memory; another, not impersonating after the timeout', async (t) => {
+  const bin = await binary(t);
+  const svc = await startService(t, bin, {}, { realRedis: true });
+  const app = await startApp(t, impersonation({ publicUrl: svc.env.IMPERSONATOR_PUBLIC_URL, audience: AUDIENCE, serviceUrl: svc.url, logger: logger() }));
+  const checked = await impersonate(bin, svc, '48');
+  assert.equal((await app.request('GET', checked)).body.impersonating, true, 'before Redis hangs');
+  const fresh = await impersonate(bin, svc, '49');
+  svc.redis.pause();
+  t.after(() => svc.redis.resume());
+  await new Promise((r) => setTimeout(r, DEFAULT_MAX_AGE_MS)); // the middleware's own answer expires
+  const none = await app.request('GET', null);
+  assert.equal(none.body.impersonating, false);
+  assert.ok(none.took < 500, `no cookie took ${none.took} ms`);
+  const c = await app.request('GET', checked);
+  t.diagnostic(`Redis hung, a session the service checked before: impersonating ${c.body.impersonating} after ${Math.round(c.took)} ms`);
+  assert.equal(c.body.impersonating, true, 'a session the service checked before');
+  assert.ok(c.took < 500, `took ${c.took} ms`);
+  const f = await app.request('GET', fresh);
+  t.diagnostic(`Redis hung, a session the service did not check before: impersonating ${f.body.impersonating} after ${Math.round(f.took)} ms`);
+  assert.equal(f.body.impersonating, false, 'a session the service did not check before');
+  assert.ok(f.took < DEFAULT_TIMEOUT_MS + 1000, `took ${f.took} ms`);
+});
