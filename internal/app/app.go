@@ -221,6 +221,10 @@ func (a *App) build(ctx context.Context) error {
 	// The policy reloads (SIGHUP, and when its file changes), and applies
 	// to live sessions: those it now refuses are revoked.
 	revoker := session.Revoker{Store: st, Events: audit.Encoder{Now: now}, Cache: sessionCache, Activity: activity}
+	// A consent that lapses by its until ends the record's live sessions,
+	// as a withdrawal does: the sweeper looks for lapses too.
+	sweeper.Consents = &session.Consents{Store: st, Revoker: revoker, Events: audit.Encoder{Now: now}, Now: now}
+	sweeper.ConsentDue = st
 	reloader := &action.Reloader{Path: cfg.PolicyFile, Holder: policies, Log: log.With("component", "policy"),
 		Interval: cfg.PolicyPoll, Recheck: cfg.TokenTTL + token.Leeway, Store: st, OnResult: metrics.PolicyReloaded,
 		Revoke: func(ctx context.Context, sess store.Session, detail string) error {

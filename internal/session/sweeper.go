@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/store"
 )
 
@@ -24,6 +25,52 @@ type Sweeper struct {
 	Sessions *Handlers
 	Owner    string        // this instance's lease name
 	Interval time.Duration // how often to look
+	// Consents, when set, also ends the live sessions of each record
+	// whose consent lapsed by its until (as a withdrawal does), through
+	// ConsentDue.
+	Consents   *Consents
+	ConsentDue ConsentLapses
+}
+
+// ConsentLapses is what the sweeper needs of Redis to end the sessions of
+// lapsed consents.
+type ConsentLapses interface {
+	DueConsents(ctx context.Context, n int64) ([]audit.Subject, error)
+	ExpireConsent(ctx context.Context, subj audit.Subject) (bool, error)
+	ConsentHandled(ctx context.Context, subj audit.Subject) error
+}
+
+// ConsentExpired is the detail of the sessions revoked because their
+// record's consent lapsed.
+const ConsentExpired = "consent expired"
+
+// endLapsedConsents revokes the live sessions of each record whose consent
+// lapsed (session.revoked, "consent expired"), after voiding the tokens
+// minted under it and not redeemed yet. A lapse is forgotten only once its
+// sessions are revoked: a failure is retried at the next sweep.
+func (sw Sweeper) endLapsedConsents(ctx context.Context) error {
+	if sw.Consents == nil || sw.ConsentDue == nil {
+		return nil
+	}
+	due, err := sw.ConsentDue.DueConsents(ctx, sweepBatch)
+	if err != nil {
+		return err
+	}
+	for _, subj := range due {
+		lapsed, err := sw.ConsentDue.ExpireConsent(ctx, subj)
+		if err != nil {
+			return err
+		}
+		if lapsed {
+			if _, err := sw.Consents.RevokeSubject(ctx, subj, RequestInfo{RequestID: "sweeper"}, ConsentExpired); err != nil {
+				return err
+			}
+		}
+		if err := sw.ConsentDue.ConsentHandled(ctx, subj); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sweepBatch bounds the sessions ended per look.
@@ -50,6 +97,9 @@ func (sw Sweeper) Run(ctx context.Context) {
 func (sw Sweeper) Once(ctx context.Context) (int, error) {
 	ok, err := sw.Store.SweepLease(ctx, sw.Owner, 3*sw.Interval+time.Second)
 	if err != nil || !ok {
+		return 0, err
+	}
+	if err := sw.endLapsedConsents(ctx); err != nil {
 		return 0, err
 	}
 	n := 0

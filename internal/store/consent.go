@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,10 +29,14 @@ type Consent struct {
 // or expired).
 var ErrNoConsentRecord = errors.New("store: no such consent")
 
-// grantConsentScript: KEYS[1] audit stream, KEYS[2] consent key; ARGV[1]
-// consent JSON, ARGV[2] TTL (ms), ARGV[3..4] the consent.granted event.
+// grantConsentScript: KEYS[1] audit stream, KEYS[2] consent key, KEYS[3]
+// the consents' due set; ARGV[1] consent JSON, ARGV[2] TTL (ms),
+// ARGV[3..4] the consent.granted event, ARGV[5] the subject's member,
+// ARGV[6] until (ms). The due set tells the sweeper when the consent
+// lapses (its key expires by itself).
 var grantConsentScript = lua(luaEmit + `
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
 return {$CODE_OK, emit(ARGV[3], ARGV[4])}
 `)
 
@@ -47,7 +52,8 @@ func (s *Store) GrantConsent(ctx context.Context, c Consent, ev audit.Encoded) e
 		return err
 	}
 	args := append([]any{string(b), max(ttl.Milliseconds(), 1)}, eventArgs(ev)...)
-	_, _, err = pair(s.run(ctx, grantConsentScript, []string{s.key(keyAudit), s.consentKey(c.Subject)}, args...))
+	args = append(args, subjectPart(c.Subject.Collection, c.Subject.ID), c.Until.UnixMilli())
+	_, _, err = pair(s.run(ctx, grantConsentScript, []string{s.key(keyAudit), s.consentKey(c.Subject), s.key(keyConsentDue)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return fmt.Errorf("store: grant consent: %w", err)
 	}
@@ -123,4 +129,82 @@ func (s *Store) WithdrawConsent(ctx context.Context, subj audit.Subject, ev audi
 
 func (s *Store) consentKey(subj audit.Subject) string {
 	return s.key(keyConsent, subjectPart(subj.Collection, subj.ID))
+}
+
+// DueConsents returns up to n subjects whose consent's until has passed by
+// the store's clock and whose lapse is not handled yet (ExpireConsent,
+// then ConsentHandled).
+func (s *Store) DueConsents(ctx context.Context, n int64) ([]audit.Subject, error) {
+	members, err := s.rdb.ZRangeByScore(ctx, s.key(keyConsentDue), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(s.now().UnixMilli(), 10), Count: n}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: due consents: %w", err)
+	}
+	out := make([]audit.Subject, 0, len(members))
+	for _, m := range members {
+		c, id, ok := strings.Cut(m, ":")
+		if !ok {
+			continue
+		}
+		out = append(out, audit.Subject{Collection: collectionUnescaper.Replace(c), ID: id})
+	}
+	return out, nil
+}
+
+var collectionUnescaper = strings.NewReplacer("%3A", ":", "%25", "%")
+
+// expireConsentScript: KEYS[1] consent key, KEYS[2] the subject's
+// unredeemed tokens; ARGV[1] the token keys' prefix, ARGV[2] now (ms).
+// When the consent is gone (lapsed, or withdrawn), voids the tokens minted
+// under it and not redeemed yet, as a withdrawal does, so no session of
+// the subject can open any more; a consent still present (granted again)
+// is left alone.
+var expireConsentScript = lua(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {$CODE_NONE, ''} end
+local n = 0
+for _, jti in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
+  local k = ARGV[1] .. jti
+  local v = redis.call('GET', k)
+  if v and string.sub(v, 1, 1) ~= $CONSUMED then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+return {$CODE_OK, tostring(n)}
+`)
+
+// ExpireConsent handles the lapse of subj's consent: when it is gone, the
+// tokens minted under it and not redeemed yet are voided, and it reports
+// true (the caller then revokes the subject's live sessions and calls
+// ConsentHandled); a consent granted again meanwhile is false.
+func (s *Store) ExpireConsent(ctx context.Context, subj audit.Subject) (bool, error) {
+	part := subjectPart(subj.Collection, subj.ID)
+	code, _, err := pair(s.run(ctx, expireConsentScript, []string{s.consentKey(subj), s.key(keySubjectTokens, part)},
+		s.key(keyToken, ""), ms(s.now())))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return false, fmt.Errorf("store: expire consent: %w", err)
+	}
+	return code == codeOK, err
+}
+
+// consentHandledScript: KEYS[1] the consents' due set; ARGV[1] the
+// subject's member, ARGV[2] now (ms). Forgets the member unless it was
+// granted again with a later until.
+var consentHandledScript = lua(`
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if due and tonumber(due) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return {$CODE_OK, ''}
+`)
+
+// ConsentHandled forgets subj's consent lapse once its sessions are
+// revoked, unless the consent was granted again meanwhile (its new until
+// is kept).
+func (s *Store) ConsentHandled(ctx context.Context, subj audit.Subject) error {
+	_, _, err := pair(s.run(ctx, consentHandledScript, []string{s.key(keyConsentDue)},
+		subjectPart(subj.Collection, subj.ID), ms(s.now())))
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return fmt.Errorf("store: consent handled: %w", err)
+	}
+	return nil
 }

@@ -30,6 +30,7 @@ const (
 	keySubjectSess    = "subject-sessions"  // subject-sessions:<collection>:<id> → sorted set: sid by cap (subjectPart)
 	keySubjectTokens  = "subject-tokens"    // subject-tokens:<collection>:<id> → sorted set: unredeemed jti by expiry
 	keyConsent        = "consent"           // consent:<collection>:<id> → Consent JSON, expiring (PX) at its until
+	keyConsentDue     = "consent-due"       // sorted set: subjectPart of each consent by its until (ms): when its sessions end
 	keyActivity       = "activity"          // activity:<sid> → list: the session's first MaxActivity requests (ActivityEntry JSON)
 	keyActivityCount  = "activity-count"    // activity-count:<sid> → every request of the session, counted
 )
