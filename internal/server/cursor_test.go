@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/config"
 	"github.com/impersonator/impersonator/internal/redistest"
@@ -83,5 +84,47 @@ func TestMalformedCursors(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("bad input logged an ERROR:\n%s", logs.String())
+	}
+}
+
+// TestHistoryByIDKind (issue 18): with a collection's id kind declared, the
+// history of a record read in another spelling is the record's (the action
+// mints the one spelling), and an id not of the kind is 400.
+func TestHistoryByIDKind(t *testing.T) {
+	srv := redistest.StartServer(t)
+	d := testDeps(t, srv.URL())
+	admin := "k-0123456789abcdefghijklmnopqrstuvwxyz"
+	d.Settings.AdminTokens = []config.Secret{config.Secret(admin)}
+	p, err := action.ParsePolicy([]byte("collections: [accounts]\nids: {accounts: uuid}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Policy = p
+	h := New(d)
+	ev, err := audit.Encoder{}.Encode(audit.Event{Type: audit.Redeemed, Actor: audit.Actor{ID: "1"},
+		Subject: audit.Subject{Collection: "accounts", ID: "550e8400-e29b-41d4-a716-446655440000"}, SessionID: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Store.Append(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id     string
+		status int
+		has    string
+	}{
+		{"550e8400-e29b-41d4-a716-446655440000", 200, `"session_id":"s1"`},
+		{"550E8400-E29B-41D4-A716-446655440000", 200, `"session_id":"s1"`},
+		{"550e8400e29b41d4a716446655440000", 200, `"session_id":"s1"`},
+		{"abc", 400, "not a UUID"},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/v1/subjects/accounts/"+tc.id+"/history", nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.has) {
+			t.Errorf("history of accounts %s: %d %s, want %d with %s", tc.id, rec.Code, rec.Body.String(), tc.status, tc.has)
+		}
 	}
 }

@@ -158,7 +158,7 @@ func addRoutes(r chi.Router, d Deps) {
 		short.Method(http.MethodGet, "/consents/{collection}/{id}", plain.Handle(consents.Get()))
 		short.Method(http.MethodDelete, "/consents/{collection}/{id}", plain.Handle(consents.Delete(adminName)))
 		short.Method(http.MethodGet, "/subjects/{collection}/{id}/history",
-			plain.Handle(audit.HistoryHandler(auditLog, session.PathSubject, liveSession(d.Store), activityCounts(d))))
+			plain.Handle(audit.HistoryHandler(auditLog, kindedSubject(d.Policies, session.PathSubject), liveSession(d.Store), activityCounts(d))))
 		// Verification reads the whole log: a longer bound (the CLI has none).
 		r.With(withTimeout(verifyTimeout)).Method(http.MethodGet, "/audit/verify",
 			plain.Handle(audit.VerifyHandler(auditLog, d.Keys, audit.VerifyOptions{MaxUncovered: 2 * s.CheckpointInterval}, d.AuditMemory)))

@@ -1,0 +1,26 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/impersonator/impersonator/internal/action"
+	"github.com/impersonator/impersonator/internal/audit"
+	"github.com/impersonator/impersonator/internal/httpx"
+)
+
+// kindedSubject reads a /v1 path's subject as subject does, then puts its id
+// in the one spelling of the collection's declared id kind (the policy in
+// force), as the action mints it: the history of an upper-case UUID is the
+// history of the record. An id not of the kind is a 400.
+func kindedSubject(policies *action.PolicyHolder, subject func(*http.Request) (audit.Subject, error)) func(*http.Request) (audit.Subject, error) {
+	return func(r *http.Request) (audit.Subject, error) {
+		subj, err := subject(r)
+		if err != nil {
+			return subj, err
+		}
+		if subj.ID, err = policies.Load().IDs[subj.Collection].Parse(subj.ID); err != nil {
+			return subj, httpx.Errorf(http.StatusBadRequest, "id: "+err.Error(), err)
+		}
+		return subj, nil
+	}
+}
