@@ -295,7 +295,7 @@ func npmCI(dir string) error {
 	if got, err := os.ReadFile(stamp); err == nil && string(got) == want {
 		return nil
 	}
-	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd := exec.Command("npm", "ci", "--prefer-offline", "--no-audit", "--no-fund")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PUPPETEER_SKIP_DOWNLOAD=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
