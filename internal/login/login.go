@@ -27,6 +27,7 @@ import (
 type Store interface {
 	Redeem(ctx context.Context, r store.Redemption) (bool, store.State, error)
 	AppendCounted(ctx context.Context, ev audit.Encoded, l store.Limit) error
+	AppendFolded(ctx context.Context, ev audit.Encoded, f store.Fold) (bool, error)
 }
 
 // Sessions reads the session cookie a request carries.
@@ -129,7 +130,7 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	}
 	sess := store.Session{ID: sid, Actor: ev.Actor, Subject: ev.Subject, Scope: ev.Scope,
 		TokenID: c.ID, StartedAt: issued.IssuedAt.Time, ExpiresAt: issued.ExpiresAt.Time, IP: ev.IP}
-	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused, Details: details}
+	red := store.Redemption{JTI: c.ID, Session: sess, Idle: h.o.SessionIdle, Unused: h.o.Unused, Details: details, DeferReplay: true}
 	if h.o.Sessions != nil {
 		// Auto delivery: a redirect credential presented with its grant's
 		// live session is not needed. The cookie's claims are verified
@@ -160,7 +161,10 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
 	ok, _, err := h.o.Store.Redeem(wctx, red)
+	var replayed *store.Replayed
 	switch {
+	case errors.As(err, &replayed):
+		return h.replay(wctx, ev, replayed)
 	case errors.Is(err, store.ErrFirstParty):
 		return errInvalid(err)
 	case errors.Is(err, store.ErrNotReplicated):
@@ -270,15 +274,57 @@ func (h *Handler) reject(r *http.Request, ev audit.Event, detail string) error {
 	err = h.o.Store.AppendCounted(ctx, enc, l)
 	var rate *store.RateError
 	if errors.As(err, &rate) {
-		secs := max(int((rate.RetryAfter+time.Second-1)/time.Second), 1)
-		return &httpx.Error{Status: http.StatusTooManyRequests, Message: "too_many_requests",
-			Cause:  fmt.Errorf("login failure limit %s reached for %s: %s", h.o.LoginRate, Bucket(ev.IP), detail),
-			Header: http.Header{"Retry-After": []string{strconv.Itoa(secs)}}}
+		return tooMany(rate, fmt.Errorf("login failure limit %s reached for %s: %s", h.o.LoginRate, Bucket(ev.IP), detail))
 	}
 	if err != nil {
 		return httpx.Unavailable(err)
 	}
 	return errInvalid(errors.New(detail))
+}
+
+// Replays of spent tokens fold like the action's denials: at most
+// replayFold events a replayWindow for one admin, the rest counted in one
+// summary event.
+const (
+	replayFold   = 10
+	replayWindow = time.Minute
+)
+
+// replay appends the event of a validly signed token presented again after
+// its redemption. The first replay of a token is recorded (folded with the
+// admin's other replays); every further one also counts as a failed login
+// against the client's limit, since only a holder of a spent token sends
+// it again and again: past the limit it is 429, not audited, like any other
+// failure. The events fold per admin, so no flood floods the log or the
+// notifications that follow it.
+func (h *Handler) replay(ctx context.Context, ev audit.Event, rep *store.Replayed) error {
+	summary := ev
+	summary.Type, summary.TokenID = audit.Rejected, "" // it counts replays of any of the admin's tokens
+	summary.Detail = "folded: " + store.FoldedMarker + " more replays of this admin's redeemed tokens in the last minute were counted, not recorded one by one"
+	sum, err := h.o.Events.Encode(summary)
+	if err != nil {
+		return err
+	}
+	f := store.Fold{N: replayFold, Window: replayWindow, Who: []string{"replay", ev.Actor.ID}, Summary: sum}
+	if rep.N > 1 {
+		f.Limit = &store.Limit{N: h.o.LoginRate.N, Window: h.o.LoginRate.Per, Who: []string{"login", Bucket(ev.IP)}}
+	}
+	_, err = h.o.Store.AppendFolded(ctx, rep.Event, f)
+	var rate *store.RateError
+	switch {
+	case errors.As(err, &rate):
+		return tooMany(rate, fmt.Errorf("login failure limit %s reached for %s: replay %d of token %s", h.o.LoginRate, Bucket(ev.IP), rep.N, ev.TokenID))
+	case err != nil:
+		return httpx.Unavailable(err)
+	}
+	return errInvalid(fmt.Errorf("token %s replayed (%d times)", ev.TokenID, rep.N))
+}
+
+// tooMany is the limiter's 429, with the seconds left in its window.
+func tooMany(rate *store.RateError, cause error) *httpx.Error {
+	secs := max(int((rate.RetryAfter+time.Second-1)/time.Second), 1)
+	return &httpx.Error{Status: http.StatusTooManyRequests, Message: "too_many_requests", Cause: cause,
+		Header: http.Header{"Retry-After": []string{strconv.Itoa(secs)}}}
 }
 
 // Bucket is the failure limiter's bucket of a client address: the address

@@ -696,8 +696,10 @@ func TestConcurrentRedemptions(t *testing.T) {
 	for _, e := range w.events() {
 		counts[e.Type]++
 	}
-	if counts[audit.Redeemed] != 1 || counts[audit.Rejected] != 199 {
-		t.Errorf("events = %v, want 1 redeemed and 199 rejected", counts)
+	// The 199 replays are one admin's: their events fold (at most 10 a
+	// minute, the rest counted in a summary at the next window).
+	if counts[audit.Redeemed] != 1 || counts[audit.Rejected] != 10 {
+		t.Errorf("events = %v, want 1 redeemed and 10 rejected (the rest folded)", counts)
 	}
 }
 

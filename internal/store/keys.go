@@ -33,6 +33,7 @@ const (
 	keyConsentDue     = "consent-due"       // sorted set: subjectPart of each consent by its until (ms): when its sessions end
 	keyActivity       = "activity"          // activity:<sid> → list: the session's first MaxActivity requests (ActivityEntry JSON)
 	keyActivityCount  = "activity-count"    // activity-count:<sid> → every request of the session, counted
+	keyReplays        = "replays"           // replays:<jti> → how often a redeemed token was presented again, until it expires
 )
 
 // Stream field names.

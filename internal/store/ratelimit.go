@@ -69,12 +69,21 @@ type Fold struct {
 	Window  time.Duration
 	Who     []string
 	Summary audit.Encoded
+	// Limit, when set, first counts the event as a failure against it
+	// (AppendCounted's counter): past it nothing is appended nor folded,
+	// and AppendFolded returns *RateError.
+	Limit *Limit
 }
 
 // foldScript: KEYS[1] audit stream, KEYS[2] window counter, KEYS[3] folded
-// counter; ARGV[1] N, ARGV[2] window (ms), ARGV[3..4] the event,
-// ARGV[5..6] the summary, ARGV[7] the marker.
+// counter, KEYS[4] the failure counter; ARGV[1] N, ARGV[2] window (ms),
+// ARGV[3..4] the event, ARGV[5..6] the summary, ARGV[7] the marker, ARGV[8]
+// the failure limit (0: none), ARGV[9] its window (ms).
 var foldScript = lua(luaEmit + luaCount + `
+if tonumber(ARGV[8]) > 0 then
+  local f, ttl = count(KEYS[4], ARGV[9])
+  if f > tonumber(ARGV[8]) then return {$CODE_RATE, tostring(ttl)} end
+end
 local n, _, started = count(KEYS[2], ARGV[2])
 if started then
   local folded = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -94,15 +103,26 @@ return {$CODE_OK, emit(ARGV[3], ARGV[4])}
 
 // AppendFolded appends ev unless its actor is past f.N events in f's
 // window; then it counts it and reports folded. The count is written as
-// one summary event when the next window begins.
+// one summary event when the next window begins. With f.Limit, the event
+// is first counted against it: past it, nothing is appended nor folded and
+// the error is *RateError with the time left.
 func (s *Store) AppendFolded(ctx context.Context, ev audit.Encoded, f Fold) (folded bool, err error) {
 	who := append([]string{keyRate, "fold"}, f.Who...)
 	args := append([]any{f.N, f.Window.Milliseconds()}, eventArgs(ev)...)
 	args = append(args, eventArgs(f.Summary)...)
 	args = append(args, FoldedMarker)
-	code, _, err := pair(s.run(ctx, foldScript, []string{s.k.audit, s.key(who...), s.key(append(who, "folded")...)}, args...))
+	limitKey, limit, window := s.k.noRate, 0, int64(0)
+	if l := f.Limit; l != nil && l.N > 0 && l.Window > 0 {
+		limitKey, limit, window = s.key(append([]string{keyRate}, l.Who...)...), l.N, l.Window.Milliseconds()
+	}
+	args = append(args, limit, window)
+	code, payload, err := pair(s.run(ctx, foldScript, []string{s.k.audit, s.key(who...), s.key(append(who, "folded")...), limitKey}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, fmt.Errorf("store: folded append: %w", err)
+	}
+	if code == codeRate && limit > 0 && payload != "" {
+		ms, _ := strconv.ParseInt(payload, 10, 64)
+		return false, &RateError{RetryAfter: time.Duration(ms) * time.Millisecond}
 	}
 	return code == codeRate, err
 }

@@ -305,7 +305,22 @@ type Redemption struct {
 	// Details, when set, are the details the script gives each event by
 	// outcome: the events are then encoded without one. Nil appends none.
 	Details *Details
+	// DeferReplay, when set, has a replay (the token id consumed already)
+	// append nothing: Redeem returns *Replayed with the replay's event,
+	// filled in as it would have been appended, and how often the token
+	// was presented again, for the caller to count and fold (a replay
+	// changes nothing, so its event needs no atomic step with it).
+	DeferReplay bool
 }
+
+// Replayed is Redeem's answer to a replay under DeferReplay: the event to
+// append, and which replay of its token this is (1 for the first).
+type Replayed struct {
+	Event audit.Encoded
+	N     int64
+}
+
+func (r *Replayed) Error() string { return fmt.Sprintf("store: token replayed (%d times)", r.N) }
 
 // Details are the details of a redemption's events, one per outcome. A
 // Details is meant to be built once and shared (it is not changed after
@@ -379,7 +394,9 @@ var ErrDisagree = errors.New("store: the token and its server-side grant disagre
 // ARGV[19..20] event of the other refusals, ARGV[21..22] superseded event,
 // ARGV[23..24] discarded event, ARGV[25] the cookie's session id, ARGV[26]
 // the key prefix, ARGV[27..37] the details (Details, as JSON strings),
-// ARGV[38] the claims' scope; KEYS[9] the subject's session index.
+// ARGV[38] the claims' scope; KEYS[9] the subject's session index;
+// ARGV[39] "1" to defer a replay's event (DeferReplay), KEYS[10] the
+// token's replay counter.
 //
 // One step, one round trip: reads the grant, checks it against the claims,
 // consumes the token id, applies the auto-delivery rules (the grant keeps
@@ -417,6 +434,11 @@ end
 if consumed then
   local d = ARGV[29]
   if cred == $CRED_W then d = ARGV[30] elseif cred == $CRED_R then d = ARGV[31] end
+  if ARGV[39] == '1' then
+    local n = redis.call('INCR', KEYS[10])
+    if n == 1 then redis.call('PEXPIRE', KEYS[10], math.max(redis.call('PTTL', KEYS[2]), 1000)) end
+    return {$CODE_CONSUMED, cjson.encode({n = n, ev = fill(ARGV[19], ctx, d, ''), idx = idx or ARGV[20]})}
+  end
   return {$CODE_CONSUMED, put(ARGV[19], ARGV[20], d, '')}
 end
 local detail = ''
@@ -519,14 +541,18 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	if scope == "" {
 		scope = "full" // sessions before scopes: full access
 	}
-	args = append(args, scope)
+	deferReplay := ""
+	if r.DeferReplay {
+		deferReplay = "1"
+	}
+	args = append(args, scope, deferReplay)
 	cookieKey := s.k.noSession
 	if r.Cookie != "" {
 		cookieKey = s.key(keySession, r.Cookie)
 	}
-	code, _, err := pair(s.run(ctx, redeemScript, []string{s.k.audit, s.key(keyToken, r.JTI),
+	code, payload, err := pair(s.run(ctx, redeemScript, []string{s.k.audit, s.key(keyToken, r.JTI),
 		s.key(keySession, sess.ID), s.k.sessions, s.key(keyAdminSessions, sess.Actor.ID), s.k.deadlines, s.k.ends, cookieKey,
-		s.subjectSessions(sess.Subject)}, args...))
+		s.subjectSessions(sess.Subject), s.key(keyReplays, r.JTI)}, args...))
 	if err != nil && !errors.Is(err, ErrNotReplicated) {
 		return false, Unknown, fmt.Errorf("store: redeem: %w", err)
 	}
@@ -534,6 +560,17 @@ func (s *Store) Redeem(ctx context.Context, r Redemption) (bool, State, error) {
 	case codeOK:
 		return true, Live, err
 	case codeConsumed:
+		if r.DeferReplay {
+			var rep struct {
+				N   int64  `json:"n"`
+				Ev  string `json:"ev"`
+				Idx string `json:"idx"`
+			}
+			if jerr := json.Unmarshal([]byte(payload), &rep); jerr != nil {
+				return false, Consumed, fmt.Errorf("store: redeem: replay answer: %w", jerr)
+			}
+			return false, Consumed, &Replayed{N: rep.N, Event: audit.Encoded{JSON: []byte(rep.Ev), Indexes: strings.Fields(rep.Idx)}}
+		}
 		return false, Consumed, err
 	case codeDisagree:
 		return false, Unknown, errors.Join(ErrDisagree, err)

@@ -158,6 +158,8 @@ func Run(t *testing.T, b Backend) {
 	t.Run("SweepLease", func(t *testing.T) { testLease(t, b) })
 	t.Run("ConsentAndSubjectIndexes", func(t *testing.T) { testConsent(t, b) })
 	t.Run("OneClock", func(t *testing.T) { testOneClock(t, b) })
+	t.Run("FoldedFailuresCounted", func(t *testing.T) { testFoldedLimit(t, b) })
+	t.Run("RedeemDeferredReplay", func(t *testing.T) { testDeferredReplay(t, b) })
 }
 
 func testReserve(t *testing.T, b Backend) {
@@ -1078,4 +1080,68 @@ func testOneClock(t *testing.T, b Backend) {
 	// A real Redis refuses an id at or below the deleted entry's (its
 	// last-generated-id): "after-deleted" appended at all is the proof.
 	// (miniredis compares with the newest entry only.)
+}
+
+// testFoldedLimit: a fold with a failure limit counts each event against
+// it first; past it nothing is appended nor folded, and the time left is
+// returned.
+func testFoldedLimit(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	summary := enc(t, b.Now, audit.Rejected, "summary", "folded "+store.FoldedMarker)
+	f := store.Fold{N: 1, Window: time.Minute, Who: []string{"replay", "1001"}, Summary: summary,
+		Limit: &store.Limit{N: 3, Window: time.Minute, Who: []string{"login", "192.0.2.1"}}}
+	var got []string
+	for i := range 5 {
+		folded, err := s.AppendFolded(ctx, enc(t, b.Now, audit.Rejected, fmt.Sprintf("r%d", i), "replay"), f)
+		var rate *store.RateError
+		switch {
+		case errors.As(err, &rate) && rate.RetryAfter > 0 && rate.RetryAfter <= time.Minute:
+			got = append(got, "rate")
+		case err != nil:
+			t.Fatal(err)
+		case folded:
+			got = append(got, "folded")
+		default:
+			got = append(got, "appended")
+		}
+	}
+	if want := []string{"appended", "folded", "folded", "rate", "rate"}; !cmp.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v", got, want)
+	}
+	if got, want := events(t, s), []string{"r0"}; !cmp.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// testDeferredReplay: with DeferReplay, a replay appends nothing and
+// returns its event (as Redeem would have appended it) and how often the
+// token was presented again.
+func testDeferredReplay(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s := b.Open(t)
+	if _, err := s.Reserve(ctx, reservation(t, b, "j")); err != nil {
+		t.Fatal(err)
+	}
+	red := redemption(t, b, "j", "s", time.Minute, time.Hour)
+	red.DeferReplay = true
+	if ok, _, err := s.Redeem(ctx, red); !ok || err != nil {
+		t.Fatalf("Redeem = %v, %v", ok, err)
+	}
+	for n := int64(1); n <= 2; n++ {
+		again := redemption(t, b, "j", fmt.Sprintf("s%d", n), time.Minute, time.Hour)
+		again.DeferReplay = true
+		ok, st, err := s.Redeem(ctx, again)
+		var rep *store.Replayed
+		if ok || st != store.Consumed || !errors.As(err, &rep) {
+			t.Fatalf("replay %d = %v, %v, %v; want consumed and *Replayed", n, ok, st, err)
+		}
+		var ev audit.Event
+		if rep.N != n || json.Unmarshal(rep.Event.JSON, &ev) != nil || ev.ID != "c-s"+fmt.Sprint(n) || ev.Detail != "consumed" || len(rep.Event.Indexes) == 0 {
+			t.Errorf("replay %d: N %d, event %s, indexes %v; want N %d, the consumed event and its indexes", n, rep.N, rep.Event.JSON, rep.Event.Indexes, n)
+		}
+	}
+	if got, want := events(t, s), []string{"m-j", "r-s"}; !cmp.Equal(got, want) {
+		t.Errorf("events %v, want %v (replays append nothing themselves)", got, want)
+	}
 }
