@@ -122,13 +122,6 @@ func (c Checkpoint) Summary() Summary {
 	return Summary{Seq: c.Seq, Digest: c.Digest(), First: c.First, Last: c.Last, Time: c.Time, Events: len(c.Leaves), Accepted: c.Accepted}
 }
 
-// timeTolerance is how far an event's stored time may be from its stream
-// id's time. The stored time is the writing instance's clock (the one
-// clock of DESIGN.md 3.8 shows the id's time, but the checkpointed bytes
-// keep the instance's stamp), the id is Redis's: the difference is the
-// append's latency plus the clocks' skew.
-const timeTolerance = 2 * time.Second
-
 // storedTime is the "time" an event's stored bytes hold (zero when
 // unreadable).
 func storedTime(raw string) time.Time {
@@ -139,16 +132,18 @@ func storedTime(raw string) time.Time {
 	return t.Time
 }
 
-// timeIsID reports whether e's stored time is within timeTolerance of its
-// stream id's time: an event appended again (with a new id) keeps its old
-// time.
+// timeIsID reports whether e's stored time is its stream id's time, to the
+// millisecond. One clock (DESIGN.md 3.8): the script that appends an event
+// writes its stream id's time into it, so they are equal by construction;
+// an event appended again with a new id keeps its old time. Events written
+// before that rule carry their instance's clock and differ too: that is
+// why a difference is a flag, not a verdict.
 func timeIsID(e Entry) bool {
-	d := storedTime(e.Raw).Sub(streamTime(e.StreamID))
-	return d <= timeTolerance && d >= -timeTolerance
+	return storedTime(e.Raw).Equal(streamTime(e.StreamID))
 }
 
 func timeProblem(e Entry) string {
-	return fmt.Sprintf("event %s's stored time %s is not the time of its stream id (%s): it was appended again, its time was changed, or the clock of the instance that wrote it was off",
+	return fmt.Sprintf("event %s's stored time %s is not the time of its stream id (%s): it was appended again or its time was changed (or it was written before the one-clock rule)",
 		e.StreamID, storedTime(e.Raw).UTC().Format(time.RFC3339Nano), streamTime(e.StreamID).UTC().Format(time.RFC3339Nano))
 }
 

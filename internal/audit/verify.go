@@ -45,10 +45,10 @@ type Report struct {
 	FirstBad   string `json:"first_bad_event,omitempty"`
 	FirstBadID string `json:"first_bad_event_id,omitempty"`
 	Problem    string `json:"problem,omitempty"`
-	// Events whose stored time is more than 2 s from their stream id's
-	// time, and the first of them. Not a verdict of tampering (a host
-	// clock that is off does the same), a flag: events appended again
-	// with new ids keep their old times.
+	// Events whose stored time is not their stream id's time, and the
+	// first of them. A flag, not a verdict of tampering (events written
+	// before the one-clock rule differ too): events appended again with
+	// new ids keep their old times.
 	TimeNotID      int    `json:"events_time_not_stream_id,omitempty"`
 	FirstTimeNotID string `json:"first_time_not_stream_id,omitempty"`
 	TimeProblem    string `json:"time_problem,omitempty"`
