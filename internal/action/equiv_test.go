@@ -245,3 +245,29 @@ func TestControlCharactersInForestValues(t *testing.T) {
 		})
 	}
 }
+
+// TestConsentByIDKind (issue 18): a consent granted through the API to a
+// declared uuid in another spelling is the record's consent: the action,
+// which mints the one spelling, finds it; another record still has none.
+func TestConsentByIDKind(t *testing.T) {
+	srv := redistest.StartServer(t)
+	const admin = "k-3f9a0c7e1b5d2846a0e9c3f7b1d5e829"
+	f := newFixture(t, srv.URL(), map[string]string{"IMPERSONATOR_ADMIN_TOKENS": admin},
+		mustPolicy(t, "collections: [accounts]\nids: {accounts: uuid}\nrequire_consent: [accounts]\n"))
+	put := httptest.NewRequest(http.MethodPut, "/v1/consents/accounts/550E8400E29B41D4A716446655440000",
+		strings.NewReader(`{"until":"`+t0.Add(time.Hour).Format(time.RFC3339)+`","note":"ticket 1234"}`))
+	put.Header.Set("Authorization", "Bearer "+admin)
+	put.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, put)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"550e8400-e29b-41d4-a716-446655440000"`) {
+		t.Fatalf("consent: %d %s, want 200 for the canonical id", rec.Code, rec.Body.String())
+	}
+	bearer := forestJWT(t, authSecret, nodeAdmin())
+	if rec := f.post(legacyPath, bearer, collectionBody("accounts", `"550e8400-e29b-41d4-a716-446655440000"`)); rec.Code != 200 {
+		t.Errorf("mint with the consent: %d %s, want 200", rec.Code, rec.Body.String())
+	}
+	if rec := f.post(legacyPath, bearer, collectionBody("accounts", `"550e8400-e29b-41d4-a716-446655440001"`)); rec.Code != 403 {
+		t.Errorf("another record: %d, want 403", rec.Code)
+	}
+}

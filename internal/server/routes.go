@@ -153,7 +153,8 @@ func addRoutes(r chi.Router, d Deps) {
 		auditLog := audit.NewLog(d.Store, d.Now)
 		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, ident.Parse)))
 		// Extensions: the customer's consent, and their own history.
-		consents := session.Consents{Store: d.Store, Revoker: revoker, Events: events, Now: d.Now}
+		consents := session.Consents{Store: d.Store, Revoker: revoker, Events: events, Now: d.Now,
+			Subject: kindedSubject(d.Policies, session.PathSubject)}
 		short.Method(http.MethodPut, "/consents/{collection}/{id}", plain.Handle(consents.Put(adminName)))
 		short.Method(http.MethodGet, "/consents/{collection}/{id}", plain.Handle(consents.Get()))
 		short.Method(http.MethodDelete, "/consents/{collection}/{id}", plain.Handle(consents.Delete(adminName)))

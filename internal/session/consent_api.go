@@ -45,6 +45,17 @@ type Consents struct {
 	Revoker Revoker
 	Events  audit.Encoder
 	Now     func() time.Time
+	// Subject, when set, reads the path's subject in place of PathSubject
+	// (serve's puts the id in its collection's declared id kind).
+	Subject func(*http.Request) (audit.Subject, error)
+}
+
+// subject reads the path's subject.
+func (cs Consents) subject(r *http.Request) (audit.Subject, error) {
+	if cs.Subject != nil {
+		return cs.Subject(r)
+	}
+	return PathSubject(r)
 }
 
 // consentJSON is a consent as the API shows it.
@@ -88,7 +99,7 @@ func PathSubject(r *http.Request) (audit.Subject, error) {
 // consent.granted in the same step and answers 200 with the consent.
 func (cs Consents) Put(by func(*http.Request) string) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		subj, err := PathSubject(r)
+		subj, err := cs.subject(r)
 		if err != nil {
 			return err
 		}
@@ -139,7 +150,7 @@ func (cs Consents) Put(by func(*http.Request) string) httpx.HandlerFunc {
 // 404 when there is none (never given, withdrawn or expired).
 func (cs Consents) Get() httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		subj, err := PathSubject(r)
+		subj, err := cs.subject(r)
 		if err != nil {
 			return err
 		}
@@ -163,7 +174,7 @@ func (cs Consents) Get() httpx.HandlerFunc {
 // a consent nor a live session.
 func (cs Consents) Delete(by func(*http.Request) string) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		subj, err := PathSubject(r)
+		subj, err := cs.subject(r)
 		if err != nil {
 			return err
 		}
