@@ -154,7 +154,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	log := audit.NewLog(st, time.Now)
 	if args[0] == "accept" {
 		by := audit.Actor{ID: "operator"}
-		if u := getenv("USER"); u != "" {
+		if u := cliUser(getenv); u != "unknown" {
 			by.ID = "operator:" + u
 		}
 		sums, err := log.Accept(ctx, signer, *statement, by)

@@ -152,7 +152,7 @@ func keysRetire(dir, kid string, grace time.Duration, now time.Time, stdout io.W
 	if err != nil {
 		return fmt.Errorf("keys retire: %w", err)
 	}
-	fmt.Fprintf(stdout, "retired key %s: it verifies until %s, then is dropped (its file %s can be deleted after that)\n",
+	fmt.Fprintf(stdout, "retired key %s: it verifies until %s, then is dropped; keep its file %s while the audit log holds checkpoints it signed (audit verify needs it and exits 4 without it): delete it only once IMPERSONATOR_AUDIT_RETENTION has trimmed them\n",
 		k.ID, k.DropAt.Format(time.RFC3339), k.File)
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/user"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,13 +18,14 @@ import (
 	"github.com/impersonator/impersonator/internal/store"
 )
 
-const sessionsUsage = `Usage: impersonator sessions list [--actor ADMIN_ID]
+const sessionsUsage = `Usage: impersonator sessions list [--actor ADMIN_ID|EMAIL]
        impersonator sessions show SESSION_ID
        impersonator sessions revoke SESSION_ID
-       impersonator sessions revoke --actor ADMIN_ID
+       impersonator sessions revoke --actor ADMIN_ID|EMAIL
 
-Reads and changes the service's Redis directly (REDIS_URL). Each revocation
-appends a session.revoked event naming the operator ($USER). show prints a
+Reads and changes the service's Redis directly (REDIS_URL). --actor takes
+the admin's id or email. Each revocation appends a session.revoked event
+naming the operator ($USER, else the OS account). show prints a
 session's activity trail: the requests forward-auth saw during it.
 `
 
@@ -41,7 +44,7 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		args = append(append(args[:n-1:n-1], "--"), args[n-1])
 	}
 	fs := flag.NewFlagSet("sessions "+args[0], flag.ContinueOnError)
-	actor := fs.String("actor", "", "admin id")
+	actor := fs.String("actor", "", "the admin's id, or email (with an @)")
 	if err := parseFlags(fs, args[1:], sessionsUsage, stdout); err != nil {
 		return err
 	}
@@ -61,7 +64,7 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		if fs.NArg() > 0 {
 			return fmt.Errorf("sessions list: unexpected arguments %q", fs.Args())
 		}
-		list, err := st.Sessions(ctx, *actor)
+		list, err := sessionsOfActor(ctx, st, *actor)
 		if err != nil {
 			return err
 		}
@@ -74,17 +77,31 @@ func runSessions(ctx context.Context, args []string, getenv func(string) string,
 		}
 		return tw.Flush()
 	}
-	operator := getenv("USER")
-	if operator == "" {
-		operator = "unknown"
-	}
+	operator := cliUser(getenv)
 	rv := session.Revoker{Store: st, Events: audit.Encoder{}}
 	ri := session.RequestInfo{RequestID: "cli"}
 	switch {
 	case *actor != "" && fs.NArg() == 0:
-		n, err := rv.RevokeAll(ctx, *actor, ri, "revoked with every session of admin "+*actor+" by CLI user "+operator)
-		if err != nil {
-			return err
+		ids := []string{*actor}
+		if strings.Contains(*actor, "@") { // an email: the admin ids its live sessions name
+			list, err := sessionsOfActor(ctx, st, *actor)
+			if err != nil {
+				return err
+			}
+			ids = ids[:0]
+			for _, s := range list {
+				if !slices.Contains(ids, s.Actor.ID) {
+					ids = append(ids, s.Actor.ID)
+				}
+			}
+		}
+		n := 0
+		for _, id := range ids {
+			k, err := rv.RevokeAll(ctx, id, ri, "revoked with every session of admin "+*actor+" by CLI user "+operator)
+			n += k
+			if err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(stdout, "revoked %d session(s) of admin %s\n", n, safetext.Terminal(*actor))
 		return nil
@@ -127,4 +144,37 @@ func showSession(ctx context.Context, st *store.Store, sid string, stdout io.Wri
 			safetext.Terminal(e.Path), safetext.Terminal(e.Decision))
 	}
 	return tw.Flush()
+}
+
+// sessionsOfActor lists the live sessions of an admin named by id, or by
+// email (with an @, compared without case, as audit list --actor does);
+// every live session when actor is empty.
+func sessionsOfActor(ctx context.Context, st *store.Store, actor string) ([]store.Session, error) {
+	if !strings.Contains(actor, "@") {
+		return st.Sessions(ctx, actor)
+	}
+	all, err := st.Sessions(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, s := range all {
+		if strings.EqualFold(s.Actor.Email, actor) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// cliUser names the operator running the CLI in the events it records:
+// $USER, else the OS account (os/user: $USER is unset under cron, sudo -i,
+// systemd), else "unknown".
+func cliUser(getenv func(string) string) string {
+	if u := getenv("USER"); u != "" {
+		return u
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "unknown"
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/impersonator/impersonator/internal/redistest"
+)
+
+// TestRetireKeepsFileWhileCheckpointsNeedIt: keys retire does not say the
+// file may be deleted while checkpoints it signed remain: after a
+// checkpoint signed by the key, deleting the retired key's file makes
+// audit verify exit 4, which the message warns of.
+func TestRetireKeepsFileWhileCheckpointsNeedIt(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir,
+		"FOREST_AUTH_SECRET": forestSecret, "IMPERSONATOR_CHECKPOINT_INTERVAL": "1s"})
+	mint(t, base, "42")
+	old, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
+	cli := env(map[string]string{"REDIS_URL": srv.URL()})
+	deadline := time.Now().Add(10 * time.Second)
+	for { // until a checkpoint signed by the first key covers the mint
+		var out bytes.Buffer
+		var rep struct{ Checkpoints int }
+		if err := run(context.Background(), []string{"audit", "verify", "--keys-dir", dir}, cli, &out, io.Discard); err == nil &&
+			json.Unmarshal(out.Bytes(), &rep) == nil && rep.Checkpoints > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint within 10s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir, "--activate-after", "0"}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	kid := strings.TrimSuffix(filepath.Base(old[0]), ".pem")
+	kid = kid[strings.Index(kid, "-")+1:]
+	var msg bytes.Buffer
+	if err := run(context.Background(), []string{"keys", "retire", kid, "--dir", dir, "--grace", "0s"}, env(nil), &msg, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(msg.String(), "can be deleted") || !strings.Contains(msg.String(), "keep its file") {
+		t.Errorf("keys retire says %q; want it to say to keep the file while checkpoints it signed remain", msg.String())
+	}
+	// What the message warns of is true: without the file, verify exits 4.
+	if err := os.Remove(old[0]); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"audit", "verify", "--keys-dir", dir}, cli, io.Discard, io.Discard)
+	if !errors.Is(err, errIncomplete) || !strings.Contains(msg.String(), "exits 4") {
+		t.Errorf("audit verify without the retired key's file = %v; the message says it exits 4", err)
+	}
+}
+
+// TestSessionsActorEmailAndOSUser: sessions list and revoke --actor take
+// an email as audit list --actor does, and with $USER unset the
+// revocation names the OS account, not "unknown".
+func TestSessionsActorEmailAndOSUser(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"keys", "generate", "--dir", dir}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startServe(t, map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_KEYS_DIR": dir, "FOREST_AUTH_SECRET": forestSecret})
+	login(t, base, mint(t, base, "42"))
+	login(t, base, mint(t, base, "43"))
+	cli := env(map[string]string{"REDIS_URL": srv.URL()}) // no USER
+	list := func(actor string) int {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"sessions", "list", "--actor", actor}, cli, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(strings.TrimSpace(out.String()), "\n") // lines after the header
+	}
+	if n := list("Ada@Example.com"); n != 2 {
+		t.Errorf("sessions list --actor Ada@Example.com: %d sessions, want 2", n)
+	}
+	if n := list("bob@example.com"); n != 0 {
+		t.Errorf("sessions list --actor bob@example.com: %d sessions, want 0", n)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"sessions", "revoke", "--actor", "ada@example.com"}, cli, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "revoked 2 session(s)") {
+		t.Errorf("sessions revoke --actor ada@example.com: %q, want 2 revoked", out.String())
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"audit", "list", "--type", "session.revoked", "--format", "jsonl"}, cli, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out.String(), "by CLI user "+u.Username) != 2 || strings.Contains(out.String(), "CLI user unknown") {
+		t.Errorf("session.revoked events do not name the OS user %s:\n%s", u.Username, out.String())
+	}
+}
