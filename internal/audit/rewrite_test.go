@@ -282,3 +282,41 @@ func TestAlarmIsStickyUntilAccept(t *testing.T) {
 		t.Errorf("the instance remembers seq %d, the chain has %d checkpoints", s.Seq, r.Checkpoints)
 	}
 }
+
+// TestMemoryAndRetention: retention removing the checkpoint an instance
+// remembers is no alarm when retention is on, that checkpoint is older than
+// it and the chain's first checkpoint comes after it; the same cut is an
+// alarm for an instance without retention.
+func TestMemoryAndRetention(t *testing.T) {
+	ctx := context.Background()
+	for _, retention := range []time.Duration{time.Hour, 0} {
+		t.Run(fmt.Sprint("retention ", retention), func(t *testing.T) {
+			w := newTamperWorld(t)
+			in := w.startInstance(t, "")
+			in.intervals(t, w.log, 1) // checkpoint 3, remembered
+			appendEv(t, w.st, ev(audit.Minted, ada, "users", "99"))
+			if _, err := w.log.CatchUp(ctx, w.keys, 0); err != nil { // checkpoint 4, by another instance
+				t.Fatal(err)
+			}
+			// Two hours later, retention (1h) makes checkpoint 4 the anchor.
+			later := audit.NewLog(w.st, func() time.Time { return time.Now().Add(2 * time.Hour) })
+			if n, err := later.Trim(ctx, time.Hour); err != nil || n != 11 {
+				t.Fatalf("Trim = %d, %v; want the 11 events through checkpoint 4", n, err)
+			}
+			in.cp.Retention = retention
+			in.cp.Once(ctx, later)
+			a := in.mem.Alarm()
+			if retention > 0 && a != "" {
+				t.Errorf("retention trimmed the remembered checkpoint: alarm %q", a)
+			}
+			if retention == 0 && !strings.Contains(a, "checkpoint seq 3") {
+				s, _ := in.mem.Seen()
+				cps, _, _ := later.CheckpointsAfter(ctx, "", 10)
+				t.Errorf("without retention, the remembered checkpoint gone: alarm %q, want it named; seen %+v; chain %+v", a, s, cps)
+			}
+			if s, _ := in.mem.Seen(); retention > 0 && s.Seq != 4 {
+				t.Errorf("after retention the instance remembers seq %d, want the anchor 4", s.Seq)
+			}
+		})
+	}
+}
