@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -109,5 +110,44 @@ func TestSessionsActorEmailAndOSUser(t *testing.T) {
 	}
 	if strings.Count(out.String(), "by CLI user "+u.Username) != 2 || strings.Contains(out.String(), "CLI user unknown") {
 		t.Errorf("session.revoked events do not name the OS user %s:\n%s", u.Username, out.String())
+	}
+}
+
+// TestQuietLogs: forward-auth's ordinary 401 (a request without a
+// session) is not an info line, only a debug one, while other refusals
+// stay at info; the checkpoint is logged as attributes, not a Go struct.
+func TestQuietLogs(t *testing.T) {
+	for _, level := range []string{"info", "debug"} {
+		t.Run(level, func(t *testing.T) {
+			base, logs := startServe(t, map[string]string{"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys",
+				"IMPERSONATOR_LOG_LEVEL": level, "IMPERSONATOR_CHECKPOINT_INTERVAL": "1s", "FOREST_AUTH_SECRET": forestSecret})
+			if code := getJSON(t, base+"/impersonation/session", nil); code != 401 {
+				t.Fatalf("session without cookie = %d, want 401", code)
+			}
+			res, err := http.Post(base+"/impersonation/login", "application/json", strings.NewReader(`{"token":"x"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			mint(t, base, "42")
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(logs.String(), "msg=\"audit checkpoint\" checkpoint.") && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			log := logs.String()
+			noSession := strings.Contains(log, "error=no_session")
+			if level == "info" && noSession {
+				t.Errorf("forward-auth's 401 without a session is logged at info:\n%s", log)
+			}
+			if level == "debug" && !strings.Contains(log, "level=DEBUG msg=\"request failed\"") {
+				t.Errorf("forward-auth's 401 without a session is not logged at debug:\n%s", log)
+			}
+			if !strings.Contains(log, "level=INFO msg=\"request failed\"") || !strings.Contains(log, "route=/impersonation/login status=401") {
+				t.Errorf("a refused login is no longer logged at info:\n%s", log)
+			}
+			if !strings.Contains(log, "checkpoint.seq=") || !strings.Contains(log, "checkpoint.events=") || strings.Contains(log, "checkpoint=\"{") {
+				t.Errorf("the checkpoint is not logged as attributes:\n%s", log)
+			}
+		})
 	}
 }

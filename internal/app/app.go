@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -425,9 +426,18 @@ func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
 // RedisLogger sends go-redis's internal log lines to slog.
 type RedisLogger struct{ Log *slog.Logger }
 
-// Printf logs one go-redis line as a warning.
+// Printf logs one go-redis line as a warning, but for the Sentinel
+// client's news that are no problem: which primary it found (info: a
+// failover shows there) and which sentinels it discovered (debug).
 func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.Log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+	level := slog.LevelWarn
+	switch {
+	case strings.HasPrefix(format, "sentinel: new master="):
+		level = slog.LevelInfo
+	case strings.HasPrefix(format, "sentinel: discovered new sentinel="), strings.HasPrefix(format, "sentinel: selected addr="):
+		level = slog.LevelDebug
+	}
+	l.Log.Log(ctx, level, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // loadKeys loads the keys folder. In development (embedded Redis) an empty

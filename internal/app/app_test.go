@@ -192,3 +192,21 @@ func TestEvictionUnknown(t *testing.T) {
 		t.Errorf("log does not say the policy could not be read:\n%s", logs.String())
 	}
 }
+
+// TestSentinelStartQuiet: a healthy Sentinel start logs no go-redis
+// warning; the primary it found is an info line.
+func TestSentinelStartQuiet(t *testing.T) {
+	s := redistest.StartSentinel(t, 1)
+	_, logs := start(t, map[string]string{"REDIS_URL": s.URL()}, Options{})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "sentinel: new master") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	log := logs.String()
+	if strings.Contains(log, "level=WARN msg=\"redis client:") {
+		t.Errorf("a healthy Sentinel start logs go-redis warnings:\n%s", log)
+	}
+	if !strings.Contains(log, "level=INFO msg=\"redis client: sentinel: new master=") {
+		t.Errorf("the primary found is not logged at info:\n%s", log)
+	}
+}

@@ -27,6 +27,10 @@ type Error struct {
 	Message string
 	Cause   error
 	Header  http.Header
+	// Level is the level a 4xx is logged at: zero is info; an answer that
+	// is the ordinary case (forward-auth's 401 to a request without a
+	// session) says debug.
+	Level slog.Level
 }
 
 func (e *Error) Error() string {
@@ -145,7 +149,7 @@ func classify(r *http.Request, err error) *Error {
 // Log logs a failed request once: 5xx at error level, others at info (they
 // are the client's doing).
 func Log(log *slog.Logger, r *http.Request, e *Error) {
-	level := slog.LevelInfo
+	level := e.Level
 	if e.Status >= 500 && e.Status != StatusClientClosed {
 		level = slog.LevelError
 	}

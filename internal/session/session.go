@@ -354,7 +354,9 @@ func (h *Handlers) Session(w http.ResponseWriter, r *http.Request) error {
 	sess, body, err := h.live(r)
 	if errors.Is(err, store.ErrNoSession) {
 		h.clearStale(w, r)
-		return httpx.Errorf(http.StatusUnauthorized, "no_session", nil)
+		// Every ordinary request behind forward-auth gets this answer: not
+		// worth an info line each.
+		return &httpx.Error{Status: http.StatusUnauthorized, Message: "no_session", Level: slog.LevelDebug}
 	}
 	if err != nil {
 		return httpx.Unavailable(err)
