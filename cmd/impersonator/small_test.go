@@ -151,3 +151,45 @@ func TestQuietLogs(t *testing.T) {
 		})
 	}
 }
+
+// TestJWKSHeadHeaders: HEAD on the JWKS answers 200 with GET's
+// Cache-Control (it answered 405 with no-store).
+func TestJWKSHeadHeaders(t *testing.T) {
+	base, _ := startServe(t, map[string]string{"IMPERSONATOR_KEYS_DIR": t.TempDir() + "/keys"})
+	cc := map[string]string{}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, _ := http.NewRequest(method, base+"/.well-known/jwks.json", nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("%s jwks = %d, want 200", method, res.StatusCode)
+		}
+		cc[method] = res.Header.Get("Cache-Control")
+	}
+	if cc["GET"] != "public, max-age=300" || cc["HEAD"] != cc["GET"] {
+		t.Errorf("Cache-Control: GET %q, HEAD %q; want both public, max-age=300", cc["GET"], cc["HEAD"])
+	}
+}
+
+// TestReadmeHistoryQualified: wherever the README says the token leaves
+// the address bar, it says which history: the tab's, not the browser's
+// on-disk history (which keeps it, as the redirect scenario measures).
+func TestReadmeHistoryQualified(t *testing.T) {
+	readme := readFile(t, "../../README.md")
+	n := 0
+	for _, para := range strings.Split(readme, "\n\n") {
+		if !strings.Contains(para, "address bar") {
+			continue
+		}
+		n++
+		if !strings.Contains(para, "session history") || !strings.Contains(para, "on-disk") {
+			t.Errorf("a paragraph says the token leaves the address bar without the on-disk history qualification:\n%s", para)
+		}
+	}
+	if n < 2 {
+		t.Errorf("found %d paragraphs about the address bar, want the delivery comparison and redirect delivery's", n)
+	}
+}

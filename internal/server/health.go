@@ -129,6 +129,9 @@ func handleJWKS(keys *token.Keyset) http.HandlerFunc {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodHead { // the same headers as GET, no body
+			return
+		}
 		_, _ = w.Write(keys.JWKS())
 	}
 }

@@ -454,6 +454,7 @@ func TestOpenAPILive(t *testing.T) {
 		"/impersonation/start", "/impersonation/start.js", "/impersonation/banner.js"} {
 		d.do("GET", p, "", nil, nil)
 	}
+	d.do("HEAD", "/.well-known/jwks.json", "", nil, nil)
 	// Every action path (both actions, both agents' paths) and its hooks:
 	// the preflight, without the Forest JWT (401, or the form), and the
 	// hooks with the JWT and a request.

@@ -54,6 +54,7 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Get("/healthz", handleHealthz())
 		r.With(withTimeout(readyTimeout)).Method(http.MethodGet, "/readyz", plain.Handle(handleReadyz(d.Store, d.Ready)))
 		r.Get("/.well-known/jwks.json", handleJWKS(d.Keys))
+		r.Head("/.well-known/jwks.json", handleJWKS(d.Keys)) // the same headers as GET; no body
 		r.Get("/openapi.yaml", handleOpenAPI())
 		if !s.MetricsElsewhere {
 			r.Method(http.MethodGet, "/metrics", MetricsHandler(m))

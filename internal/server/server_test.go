@@ -64,6 +64,7 @@ func TestRoutes(t *testing.T) {
 	slices.Sort(got)
 	want := []string{
 		"GET /.well-known/jwks.json",
+		"HEAD /.well-known/jwks.json",
 		"GET /healthz",
 		"GET /metrics",
 		"GET /openapi.yaml",
