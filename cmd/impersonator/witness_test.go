@@ -137,6 +137,9 @@ func TestRewriteAlarmThroughServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("the alarm lowered by the accept", func() bool { return alarm() == "0" })
+	if code, body := get("/v1/audit/events?type=audit.accepted"); code != 200 || !strings.Contains(body, `"reason":"INC-9: restored after the incident"`) || !strings.Contains(body, `"id":"operator`) {
+		t.Errorf("the accept's event = %d %s; want the statement, by the operator", code, body)
+	}
 	code, body := get("/v1/audit/verify")
 	if code != 200 || !strings.Contains(body, `"ok":true`) || !strings.Contains(body, "INC-9") {
 		b, _ := os.ReadFile(witness)
