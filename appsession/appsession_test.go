@@ -3,6 +3,7 @@ package appsession_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +33,10 @@ const adminToken = "appsession-test-admin-token-0123456789abcdef"
 var bin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() { // servicetest.Start skips every test that needs bin
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "appsession-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

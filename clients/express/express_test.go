@@ -17,6 +17,9 @@ import (
 )
 
 func TestExpressMiddleware(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs node, npm and the binary")
+	}
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			// Never skipped: the package is unproven without them.

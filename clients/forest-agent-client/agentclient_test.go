@@ -17,6 +17,9 @@ import (
 )
 
 func TestAgentClientHistoryAction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs node, npm and the binary")
+	}
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			// Never skipped: the claim is unproven without them.

@@ -51,6 +51,9 @@ func TestEveryCommandHelp(t *testing.T) {
 // the version and commit are stamped, `version`, `--version` and
 // `version --help` exit 0.
 func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary")
+	}
 	bin := filepath.Join(t.TempDir(), "impersonator")
 	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin, "VERSION=v9.8.7-test")
 	if out, err := build.CombinedOutput(); err != nil {

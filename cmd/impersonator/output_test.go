@@ -75,6 +75,9 @@ func TestOutputIsSafe(t *testing.T) {
 // TestShipperResumes runs examples/impersonator-ship (the README's systemd
 // shipper): killed and restarted, it writes every event exactly once.
 func TestShipperResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary")
+	}
 	srv := redistest.StartServer(t)
 	st, err := store.Open(srv.URL(), store.Options{})
 	if err != nil {

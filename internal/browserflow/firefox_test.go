@@ -223,6 +223,9 @@ var npmErr error
 // or stale (npm ci), starts the driver and launches Firefox with prefs.
 func startFirefox(t *testing.T, prefs map[string]any) *firefox {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs firefox and node")
+	}
 	bin := firefoxBinary(t)
 	dir := filepath.Join(proxytest.ModuleRoot(t), "browsertests", "firefox")
 	npmOnce.Do(func() { npmErr = npmCI(dir) })

@@ -73,6 +73,9 @@ func New(tb testing.TB) context.Context {
 // NewWith is New with options.
 func NewWith(tb testing.TB, o Options) context.Context {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("-short: needs chromium")
+	}
 	dir := o.UserDataDir
 	if dir == "" {
 		dir = tb.TempDir()

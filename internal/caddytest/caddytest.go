@@ -49,6 +49,9 @@ type Server struct {
 // binary or a configuration caddy refuses fails t.
 func Start(t testing.TB, addr, siteBody string) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs caddy")
+	}
 	bin, err := Binary()
 	if err != nil {
 		t.Fatal(err)

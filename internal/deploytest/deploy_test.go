@@ -98,6 +98,9 @@ func jsonArgs(t *testing.T, what, s string) []string {
 // filesystem as the image's USER with its ENV, serves /healthz, passes the
 // HEALTHCHECK command (run the same way), and exits 0 on SIGTERM.
 func TestDockerfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary chrooted")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to chroot and change user, as the container engine does")
 	}
@@ -316,6 +319,9 @@ func TestDockerfile(t *testing.T) {
 // real executables), and their hardening scores as "OK" or better in
 // systemd-analyze security.
 func TestSystemdUnits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary, needs systemd-analyze")
+	}
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Fatal("systemd-analyze is missing: scripts/test-deps installs systemd")
 	}

@@ -95,6 +95,9 @@ type Server struct {
 // cleanup. A missing binary or a configuration nginx refuses fails t.
 func Start(t testing.TB, addr, serverBody string) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs nginx")
+	}
 	bin, err := Binary()
 	if err != nil {
 		t.Fatal(err)

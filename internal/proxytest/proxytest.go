@@ -61,6 +61,9 @@ func ModuleRoot(t *testing.T) string {
 
 func BuildService(t *testing.T, root string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: builds the binary")
+	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
@@ -92,6 +95,9 @@ func (s *Service) Stop() {
 // service variables), waits for /healthz and kills it at cleanup.
 func StartService(t *testing.T, bin, addr string, env map[string]string) *Service {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts the binary")
+	}
 	cmd := exec.Command(bin, "serve")
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")

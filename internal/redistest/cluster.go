@@ -33,6 +33,9 @@ const clusterSlots = 16384
 // redis-server fails the test.
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("-short: needs a Redis Cluster")
+	}
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	c := &Cluster{}
 	for range 3 {

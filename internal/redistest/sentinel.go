@@ -59,6 +59,9 @@ var sentinelDebug = []any{
 // missing redis-server fails the test.
 func StartSentinel(tb testing.TB, replicas int) *Sentinel {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("-short: needs Redis Sentinel")
+	}
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	if replicas < 0 {
 		tb.Fatalf("StartSentinel: %d replicas", replicas)

@@ -56,6 +56,9 @@ func moduleRoot() (string, error) {
 // the binary's path.
 func Build(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: builds the binary")
+	}
 	bin, err := BuildInto(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +125,9 @@ type Service struct {
 // when the test ends.
 func Start(t testing.TB, bin string, env map[string]string) *Service {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts the binary")
+	}
 	addr := env["IMPERSONATOR_LISTEN"]
 	if addr == "" {
 		addr = FreeAddr(t)

@@ -23,6 +23,9 @@ import (
 // redis-server and service: every scenario completes requests without an
 // error, and the JSON has every field.
 func TestLoadtest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and loads the binary")
+	}
 	out := filepath.Join(t.TempDir(), "loadtest.json")
 	profiles := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
