@@ -36,6 +36,10 @@ build: ## build the binary into bin/, stamped with the version and commit (bin/i
 test: test-deps ## run every test: embedded Redis, real redis-server, Cluster and Sentinel, nginx, Caddy, headless Chromium and Firefox
 	$(GO) test -race -count=1 $(PKGS)
 
+.PHONY: test-short
+test-short: ## the edit-test loop: unit tests with go test -short (no browsers, nginx, Caddy, npm, Sentinel/Cluster, failover or built binary)
+	$(GO) test -short $(PKGS)
+
 .PHONY: test-deps
 test-deps: ## install what the tests need and a fresh machine lacks (redis-server, chromium, nginx, caddy, firefox-esr)
 	@scripts/test-deps

@@ -229,7 +229,7 @@ func TestDocsAgree(t *testing.T) {
 			t.Errorf("serve --help lacks --%s (%s)", v.Flag, v.Env)
 		}
 	}
-	for _, target := range []string{"run", "test", "bench", "lint", "help"} {
+	for _, target := range []string{"run", "test", "test-short", "bench", "lint", "help"} {
 		if !regexp.MustCompile(`(?m)^` + target + `:.*## `).MatchString(makefile) {
 			t.Errorf("Makefile has no documented target %q", target)
 		}
