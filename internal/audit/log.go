@@ -282,27 +282,6 @@ func (l *Log) Range(ctx context.Context, start string, fn func(Entry) bool) erro
 	}
 }
 
-// Follow calls fn for every entry appended after the stream id after,
-// until ctx ends. It wakes at least every second, so it stops promptly.
-func (l *Log) Follow(ctx context.Context, after string, fn func(Entry) error) error {
-	for ctx.Err() == nil {
-		recs, err := l.st.Follow(ctx, after, batch, time.Second)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("audit: follow: %w", err)
-		}
-		for _, r := range recs {
-			if err := fn(decodeEntry(r)); err != nil {
-				return err
-			}
-			after = r.ID
-		}
-	}
-	return nil
-}
-
 // LastID returns the newest entry's stream id, or "0-0" for an empty log.
 func (l *Log) LastID(ctx context.Context) (string, error) {
 	recs, err := l.st.EventsBefore(ctx, "+", "-", 1)

@@ -196,15 +196,3 @@ func (c *Cluster) URL() string {
 	}
 	return u
 }
-
-// Client returns a new cluster client of the cluster, closed when the test
-// ends.
-func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
-	o, err := redis.ParseClusterURL(c.URL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cc := redis.NewClusterClient(o)
-	tb.Cleanup(func() { cc.Close() })
-	return cc
-}
