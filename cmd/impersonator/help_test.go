@@ -54,6 +54,9 @@ func TestVersionStamped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds the binary")
 	}
+	if testing.Short() {
+		t.Skip("-short: builds the binary")
+	}
 	bin := filepath.Join(t.TempDir(), "impersonator")
 	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin, "VERSION=v9.8.7-test")
 	if out, err := build.CombinedOutput(); err != nil {
