@@ -374,7 +374,7 @@ func TestMiddleware(t *testing.T) {
 
 	// Redis hung (frozen with SIGSTOP, connections open): the service
 	// answers a session it checked before from its memory, at once; for
-	// another it waits on Redis (12 s, README's failure table), and the
+	// another it waits on Redis (3 s, README's failure table), and the
 	// middleware gives up after its Timeout: not impersonating.
 	t.Run("Redis hung", func(t *testing.T) {
 		checked := impersonate(t, "48", "")

@@ -105,3 +105,30 @@ func TestNoRetriesUnlessAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlines: every kind of client bounds a command by its request's
+// context deadline (go-redis's default is its own read and pool timeouts).
+func TestDeadlines(t *testing.T) {
+	for _, url := range []string{
+		"redis://127.0.0.1:6379/0",
+		"redis://127.0.0.1:26379/0?master_name=m",
+		"redis://127.0.0.1:7000?addr=127.0.0.1:7001",
+	} {
+		p, err := Parse(url)
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		var got bool
+		switch p.Kind {
+		case Single:
+			got = p.Single.ContextTimeoutEnabled
+		case Sentinel:
+			got = p.Sentinel.ContextTimeoutEnabled
+		case Cluster:
+			got = p.Cluster.ContextTimeoutEnabled
+		}
+		if !got {
+			t.Errorf("%s: ContextTimeoutEnabled off: a hung Redis would hold a request past its route's deadline", url)
+		}
+	}
+}

@@ -135,7 +135,7 @@ func autoPipeline(rdb redis.UniversalClient) redis.Scripter {
 	if err != nil || ap == nil {
 		return rdb
 	}
-	return ap
+	return deadlineScripter{ap}
 }
 
 // validPrefix accepts "{tag}" with a non-empty tag and nothing around it.
