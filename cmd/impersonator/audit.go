@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
-	"github.com/impersonator/impersonator/internal/ident"
 	"github.com/impersonator/impersonator/internal/safetext"
 	"github.com/impersonator/impersonator/internal/token"
 )
@@ -105,7 +105,14 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 			q.Set(k, *v)
 		}
 	}
-	filter, err := audit.ParseFilter(q, ident.Parse)
+	ids := action.DefaultPolicy()
+	if path := getenv("IMPERSONATOR_POLICY_FILE"); path != "" {
+		var err error
+		if ids, err = action.LoadPolicy(path); err != nil {
+			return fmt.Errorf("IMPERSONATOR_POLICY_FILE: %w", err)
+		}
+	}
+	filter, err := audit.ParseFilter(q, func(collection, id string) (string, error) { return ids.IDs[collection].Parse(id) })
 	if err != nil {
 		return err
 	}

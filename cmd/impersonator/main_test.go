@@ -343,6 +343,19 @@ func TestAuditCommands(t *testing.T) {
 		!strings.Contains(lines[2], "impersonation.minted") || !strings.Contains(lines[1], "ada@example.com") || !strings.Contains(lines[1], "users:42") {
 		t.Errorf("audit list =\n%s\nwant a header, redeemed, then minted by ada on users:42", table)
 	}
+	// --subject reads a collection's id by the kind IMPERSONATOR_POLICY_FILE
+	// declares, as the API does: users:42 is no UUID.
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(policy, []byte("ids: {users: uuid}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"audit", "list", "--subject", "users:42"},
+		env(map[string]string{"REDIS_URL": srv.URL(), "IMPERSONATOR_POLICY_FILE": policy}), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "UUID") {
+		t.Errorf("audit list --subject users:42 under ids {users: uuid} = %v, want not a UUID", err)
+	}
+	if out, err := runOut("audit", "list", "--subject", "users:42"); err != nil || !strings.Contains(out, "users:42") {
+		t.Errorf("audit list --subject users:42 = %v\n%s, want its events", err, out)
+	}
 	jsonl, err := runOut("audit", "list", "--type", "impersonation.minted", "--format", "jsonl")
 	if err != nil {
 		t.Fatal(err)

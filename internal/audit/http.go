@@ -13,16 +13,17 @@ import (
 
 // ParseFilter reads the query filters of GET /v1/audit/events (and of the
 // CLI): actor, subject, type, since, until (RFC 3339). canonical, when not
-// nil, checks the subject's record id (the same rule as the action's).
-// Errors name the bad parameter.
-func ParseFilter(q url.Values, canonical func(string) (string, error)) (Filter, error) {
+// nil, puts the subject's record id in its one spelling (the same rule as
+// the action's), given the subject's collection ("" when the filter names
+// none). Errors name the bad parameter.
+func ParseFilter(q url.Values, canonical func(collection, id string) (string, error)) (Filter, error) {
 	f := Filter{Actor: q.Get("actor"), Subject: q.Get("subject"), Type: Type(q.Get("type"))}
 	if f.Type != "" && !f.Type.Valid() {
 		return f, fmt.Errorf("type %q is not one of %v", f.Type, Types)
 	}
 	if f.Subject != "" && canonical != nil {
 		c, id, ok := cutSubject(f.Subject)
-		cid, err := canonical(id)
+		cid, err := canonical(c, id)
 		if err != nil {
 			return f, fmt.Errorf("subject: %v", err)
 		}
@@ -65,7 +66,7 @@ func cutSubject(s string) (collection, id string, ok bool) {
 
 // EventsHandler answers GET /v1/audit/events?actor=&subject=&type=&since=&until=&limit=&cursor=
 // with {"events":[…],"next_cursor":…}, newest first.
-func EventsHandler(l *Log, canonical func(string) (string, error)) httpx.HandlerFunc {
+func EventsHandler(l *Log, canonical func(collection, id string) (string, error)) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
 		f, err := ParseFilter(q, canonical)

@@ -126,5 +126,14 @@ func TestHistoryByIDKind(t *testing.T) {
 		if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.has) {
 			t.Errorf("history of accounts %s: %d %s, want %d with %s", tc.id, rec.Code, rec.Body.String(), tc.status, tc.has)
 		}
+		// The events API's subject filter reads a collection's id by its
+		// kind too.
+		req = httptest.NewRequest(http.MethodGet, "/v1/audit/events?subject=accounts:"+tc.id, nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.has) {
+			t.Errorf("events of accounts:%s: %d %s, want %d with %s", tc.id, rec.Code, rec.Body.String(), tc.status, tc.has)
+		}
 	}
 }

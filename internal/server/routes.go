@@ -12,7 +12,6 @@ import (
 	"github.com/impersonator/impersonator/internal/action"
 	"github.com/impersonator/impersonator/internal/audit"
 	"github.com/impersonator/impersonator/internal/httpx"
-	"github.com/impersonator/impersonator/internal/ident"
 	"github.com/impersonator/impersonator/internal/login"
 	"github.com/impersonator/impersonator/internal/session"
 	"github.com/impersonator/impersonator/internal/store"
@@ -152,7 +151,7 @@ func addRoutes(r chi.Router, d Deps) {
 		short.Method(http.MethodDelete, "/sessions/{id}", plain.Handle(revoker.RevokeHandler(adminName)))
 		short.Method(http.MethodGet, "/sessions/{id}/activity", plain.Handle(session.ActivityHandler(d.Store)))
 		auditLog := audit.NewLog(d.Store, d.Now)
-		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, ident.Parse)))
+		short.Method(http.MethodGet, "/audit/events", plain.Handle(audit.EventsHandler(auditLog, kindedID(d.Policies))))
 		// Extensions: the customer's consent, and their own history.
 		consents := session.Consents{Store: d.Store, Revoker: revoker, Events: events, Now: d.Now,
 			Subject: kindedSubject(d.Policies, session.PathSubject)}

@@ -24,3 +24,12 @@ func kindedSubject(policies *action.PolicyHolder, subject func(*http.Request) (a
 		return subj, nil
 	}
 }
+
+// kindedID puts a filter's record id in the one spelling of its
+// collection's declared id kind (the policy in force); an id without a
+// collection, or of an undeclared one, is read as the action reads it.
+func kindedID(policies *action.PolicyHolder) func(collection, id string) (string, error) {
+	return func(collection, id string) (string, error) {
+		return policies.Load().IDs[collection].Parse(id)
+	}
+}
