@@ -85,6 +85,27 @@ func (s *Store) ConsentActive(ctx context.Context, subj audit.Subject) (bool, er
 	return n == 1, nil
 }
 
+// luaVoidTokens is prepended to the scripts that end a consent:
+// voidTokens(tokens, prefix, now) deletes every token of the subject's set
+// tokens (scored by expiry) that is still live at now and not redeemed yet
+// (a later login with one is refused as an unknown token id), deletes the
+// set, and returns how many it voided.
+const luaVoidTokens = `
+local function voidTokens(tokens, prefix, now)
+  local n = 0
+  for _, jti in ipairs(redis.call('ZRANGEBYSCORE', tokens, now, '+inf')) do
+    local k = prefix .. jti
+    local v = redis.call('GET', k)
+    if v and string.sub(v, 1, 1) ~= $CONSUMED then
+      redis.call('DEL', k)
+      n = n + 1
+    end
+  end
+  redis.call('DEL', tokens)
+  return n
+end
+`
+
 // withdrawConsentScript: KEYS[1] audit stream, KEYS[2] consent key, KEYS[3]
 // the subject's unredeemed tokens; ARGV[1..2] the consent.withdrawn event,
 // ARGV[3] the token keys' prefix, ARGV[4] now (ms).
@@ -92,18 +113,9 @@ func (s *Store) ConsentActive(ctx context.Context, subj audit.Subject) (bool, er
 // yet (a later login with one is refused as an unknown token id), and
 // appends the event, in one step: from here no new session of the subject
 // can open, so the caller's revocation of its live sessions is final.
-var withdrawConsentScript = lua(luaEmit + `
+var withdrawConsentScript = lua(luaEmit + luaVoidTokens + `
 if redis.call('DEL', KEYS[2]) == 0 then return {$CODE_NONE, ''} end
-local n = 0
-for _, jti in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[4], '+inf')) do
-  local k = ARGV[3] .. jti
-  local v = redis.call('GET', k)
-  if v and string.sub(v, 1, 1) ~= $CONSUMED then
-    redis.call('DEL', k)
-    n = n + 1
-  end
-end
-redis.call('DEL', KEYS[3])
+local n = voidTokens(KEYS[3], ARGV[3], ARGV[4])
 emit(ARGV[1], ARGV[2])
 return {$CODE_OK, tostring(n)}
 `)
@@ -159,18 +171,9 @@ var collectionUnescaper = strings.NewReplacer("%3A", ":", "%25", "%")
 // under it and not redeemed yet, as a withdrawal does, so no session of
 // the subject can open any more; a consent still present (granted again)
 // is left alone.
-var expireConsentScript = lua(`
+var expireConsentScript = lua(luaVoidTokens + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {$CODE_NONE, ''} end
-local n = 0
-for _, jti in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
-  local k = ARGV[1] .. jti
-  local v = redis.call('GET', k)
-  if v and string.sub(v, 1, 1) ~= $CONSUMED then
-    redis.call('DEL', k)
-    n = n + 1
-  end
-end
-redis.call('DEL', KEYS[2])
+local n = voidTokens(KEYS[2], ARGV[1], ARGV[2])
 return {$CODE_OK, tostring(n)}
 `)
 
