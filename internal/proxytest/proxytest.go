@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/impersonator/impersonator/internal/servicetest"
 )
 
 // ReadFile returns name's contents, or the error's text.
@@ -41,23 +41,7 @@ func ReadFile(name string) string {
 func Secret(t *testing.T) string { return randomHex(t, 24) + "ghijklmnopqrstuv" }
 
 // ModuleRoot walks up from the working directory to the go.mod.
-func ModuleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+func ModuleRoot(t *testing.T) string { return servicetest.ModuleRoot(t) }
 
 func BuildService(t *testing.T, root string) string {
 	t.Helper()
@@ -151,14 +135,7 @@ func StartService(t *testing.T, bin, addr string, env map[string]string) *Servic
 // and returns the impersonation token of the redirect answer.
 func Mint(t *testing.T, base, secret, access string) string {
 	t.Helper()
-	admin, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"id": "1001", "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace",
-		"team": "Support", "role": "Admin", "permissionLevel": "admin", "renderingId": 1,
-		"exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := servicetest.ForestJWT(t, secret)
 	body := `{"data":{"type":"custom-action-requests","attributes":{"collection_name":"users","ids":["42"],` +
 		`"values":{"Reason":"ticket 4242: nginx forward-auth test"` + accessValue(access) + `},"all_records":false,"smart_action_id":"users-impersonate"}}}`
 	req, err := http.NewRequest(http.MethodPost, base+"/forest/actions/impersonate", strings.NewReader(body))
